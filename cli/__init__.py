@@ -1,0 +1,1 @@
+"""The `replaybank` console script: the one composition root. Commands import service or workers inside themselves."""

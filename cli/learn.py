@@ -1,0 +1,98 @@
+"""Commands: learn. Train on a local file and evaluate a policy directory, without a service.
+
+Each imports what it needs inside the command.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from schemas.algorithms import ALGORITHM_PARAMS
+
+
+@click.command("fit")
+@click.option("--algorithm", "-a", required=True, type=click.Choice(sorted(ALGORITHM_PARAMS)), help="what to train")
+@click.option(
+    "--data",
+    "data_path",
+    required=True,
+    type=click.Path(exists=True),
+    help="transitions: Parquet, Arrow, NPZ or D4RL-layout HDF5 file, or a Minari dataset",
+)
+@click.option("--steps", required=True, type=click.IntRange(min=1), help="gradient steps")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="folder for the policy files")
+@click.option("--param", "-p", "assignments", multiple=True, metavar="KEY=VALUE", help="an algorithm parameter")
+@click.option("--env", "env_id", default=None, help="Gymnasium id to record on the card (default: the file's)")
+@click.option(
+    "--threads",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="torch CPU threads; small networks train fastest on one, and more threads than free cores slow to a crawl",
+)
+def fit_command(
+    algorithm: str,
+    data_path: str,
+    steps: int,
+    seed: int,
+    device: str,
+    out_dir: str,
+    assignments: tuple[str, ...],
+    env_id: str | None,
+    threads: int,
+) -> None:
+    """Train a policy on a local file; writes policy.onnx, policy.pt2, card.json and metrics.jsonl to --out."""
+    from pydantic import ValidationError
+    from tqdm import tqdm
+
+    from workers.formats import FormatError
+    from workers.local import fit_file, parse_params
+
+    # delay: a run refused at once (bad params, unreadable file) shows no empty bar before its message
+    with tqdm(total=steps, unit="step", dynamic_ncols=True, desc=algorithm, delay=0.5) as bar:
+
+        def on_progress(step: int, metrics: dict[str, float]) -> None:
+            bar.set_postfix({name: f"{value:.3g}" for name, value in metrics.items()}, refresh=False)
+            bar.update(step - bar.n)
+            if step >= steps:
+                bar.close()  # the export that follows is not training time
+
+        try:
+            summary = fit_file(
+                algorithm,
+                data_path,
+                steps,
+                seed,
+                device,
+                out_dir,
+                params=parse_params(assignments),
+                on_progress=on_progress,
+                env_id=env_id,
+                threads=threads,
+            )
+        except (FormatError, ValidationError, ValueError) as error:
+            raise click.ClickException(str(error)) from error
+    click.echo(json.dumps(summary, indent=2))
+
+
+@click.command("evaluate")
+@click.option("--policy", "policy_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--env", "env_id", default=None, help="Gymnasium id (default: the card's env_id)")
+@click.option("--episodes", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
+def evaluate_command(policy_dir: str, env_id: str | None, episodes: int, seed: int) -> None:
+    """Run a policy directory's ONNX policy for seeded episodes; prints the returns as JSON."""
+    from workers.local import evaluate_dir
+
+    try:
+        result = evaluate_dir(policy_dir, env_id, episodes, seed)
+    except (FileNotFoundError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(json.dumps(result))
+
+
+commands: list[click.Command] = [fit_command, evaluate_command]

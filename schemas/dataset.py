@@ -1,0 +1,192 @@
+"""Dataset specs: what a dataset's observations and actions look like, and the API models around them."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$"
+"""A safe slug: lowercase letters, digits, '.', '_' and '-', 1 to 64 characters, no leading/trailing punctuation."""
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN, description="lowercase slug: a-z, 0-9, '.', '_', '-'")]
+
+MAX_DIMS = 1_000_000
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ObservationSpec(StrictModel):
+    shape: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, max_length=8)
+    dtype: Literal["float32"] = "float32"
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @field_validator("shape")
+    @classmethod
+    def _bounded(cls, shape: list[int]) -> list[int]:
+        if math.prod(shape) > MAX_DIMS:
+            raise ValueError(f"at most {MAX_DIMS} observation values per row")
+        return shape
+
+
+class ContinuousActionSpec(StrictModel):
+    kind: Literal["continuous"] = "continuous"
+    shape: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, max_length=4)
+    low: list[float]
+    high: list[float]
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @model_validator(mode="after")
+    def _bounds_match(self) -> "ContinuousActionSpec":
+        n = self.size
+        if len(self.low) != n or len(self.high) != n:
+            raise ValueError(f"low and high need {n} values each (one per action dimension)")
+        for lo, hi in zip(self.low, self.high):
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise ValueError("low and high must be finite")
+            if lo >= hi:
+                raise ValueError("every low must be below its high")
+        return self
+
+
+class DiscreteActionSpec(StrictModel):
+    kind: Literal["discrete"] = "discrete"
+    n: int = Field(ge=2, le=1_000_000)
+
+    @property
+    def size(self) -> int:
+        return 1
+
+
+ActionSpec = Annotated[ContinuousActionSpec | DiscreteActionSpec, Field(discriminator="kind")]
+
+
+class DatasetSpec(StrictModel):
+    """What a dataset holds; immutable once the dataset is created."""
+
+    observation: ObservationSpec
+    action: ActionSpec
+    env_id: str | None = Field(default=None, max_length=200)
+
+
+class DatasetCreate(DatasetSpec):
+    name: Name
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class DatasetPublic(DatasetCreate):
+    model_config = ConfigDict(extra="ignore")
+
+    created_at: datetime
+    latest_version: int
+    rows: int
+    episodes: int
+
+
+class VersionPublic(BaseModel):
+    version: int
+    rows: int
+    """Rows in the whole version (cumulative)."""
+    added_rows: int
+    episodes: int
+    sources: dict[str, int]
+    created_at: datetime
+    tags: list[str] = Field(default_factory=list)
+
+
+class DimensionStats(BaseModel):
+    mean: list[float]
+    std: list[float]
+    min: list[float]
+    max: list[float]
+
+
+class Distribution(BaseModel):
+    count: int
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+
+
+class VersionStats(VersionPublic):
+    """Statistics of one version, computed at commit; training reads normalisation from here."""
+
+    observation: DimensionStats | None
+    action: DimensionStats | None
+    reward: Distribution
+    episode_return: Distribution
+    """Over finished episodes (ended by a terminal or truncated row)."""
+    episode_length: Distribution
+
+
+class AppendResult(BaseModel):
+    version: int
+    rows: int
+
+
+class TagSet(StrictModel):
+    version: int | str
+
+
+class TagPublic(BaseModel):
+    name: str
+    version: int
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    data: list[T]
+    count: int
+    next: str | None = None
+
+
+class FileEntry(BaseModel):
+    """One immutable Parquet file of a version; `path` is also its name in the file URL."""
+
+    path: str
+    size: int
+    sha256: str
+    rows: int
+
+
+class VersionFiles(BaseModel):
+    """The manifest of a version: every file it is made of (files are shared with neighbouring versions)."""
+
+    version: int
+    data: list[FileEntry]
+    count: int
+    next: str | None = None
+
+
+class QueryRequest(StrictModel):
+    sql: str = Field(min_length=1)
+    version: int | str = "latest"
+    max_rows: int | None = Field(default=None, ge=1)
+    """At most the service's own cap (REPLAYBANK_QUERY_MAX_ROWS)."""
+
+
+class QueryColumn(BaseModel):
+    name: str
+    type: str
+
+
+class QueryResult(BaseModel):
+    version: int
+    columns: list[QueryColumn]
+    rows: list[list[Any]]
+    row_count: int
+    truncated: bool
+    """More rows matched than the cap; `rows` holds the first ones."""

@@ -1,0 +1,21 @@
+"""The one error envelope every failing request answers with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    """A stable machine-readable name, e.g. `not_found`, `invalid_body`, `payload_too_large`."""
+    message: str
+    field: str | None = None
+    """The request field (or column) the problem is about, when there is one."""
+
+
+class ErrorEnvelope(BaseModel):
+    error: ErrorDetail
+    details: list[dict[str, Any]] | None = None
+    """Validation errors only: every offending field, as `{field, message, type}`."""

@@ -1,0 +1,267 @@
+"""Jobs: what a user submits, what the service shows, and the worker protocol around them."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from schemas.algorithms import ALGORITHM_PARAMS
+from schemas.dataset import Name, StrictModel
+
+JobKind = Literal["train", "collect", "evaluate"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+DevicePreference = Literal["cpu", "cuda", "auto"]
+WorkerDevice = Literal["cpu", "cuda"]
+
+FINISHED_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+ACTIVE_STATUSES: frozenset[str] = frozenset({"queued", "running"})
+
+POLICY_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+PolicyId = Annotated[str, Field(pattern=POLICY_ID_PATTERN, description="a policy id as the registry shows it")]
+
+MAX_SEED = 2**31 - 1
+MAX_TRAIN_STEPS = 100_000_000
+MAX_METRICS = 64
+METRIC_NAME_PATTERN = r"^[A-Za-z0-9_./-]{1,64}$"
+MetricName = Annotated[str, Field(pattern=METRIC_NAME_PATTERN)]
+
+
+def _finite_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    for name, value in metrics.items():
+        if not math.isfinite(value):
+            raise ValueError(f"metric {name!r} is not finite ({value})")
+    return metrics
+
+
+Metrics = Annotated[dict[MetricName, float], Field(max_length=MAX_METRICS)]
+
+
+class GaussianExploration(StrictModel):
+    """Gaussian noise added to continuous actions, as a fraction of each dimension's half-range, then clipped."""
+
+    kind: Literal["gaussian"] = "gaussian"
+    sigma: float = Field(0.1, ge=0.0, le=10.0)
+
+
+class EpsilonExploration(StrictModel):
+    """With probability epsilon a uniformly random action replaces the policy's."""
+
+    kind: Literal["epsilon"] = "epsilon"
+    epsilon: float = Field(0.1, ge=0.0, le=1.0)
+
+
+Exploration = Annotated[GaussianExploration | EpsilonExploration, Field(discriminator="kind")]
+
+
+class CollectOptions(StrictModel):
+    """Run `policy` in the dataset's environment and append what it saw, chunk by chunk."""
+
+    policy: PolicyId
+    episodes: int | None = Field(default=None, ge=1, le=1_000_000)
+    steps: int | None = Field(default=None, ge=1, le=100_000_000)
+    exploration: Exploration | None = None
+    chunk_steps: int = Field(
+        default=5_000,
+        ge=1,
+        le=10_000_000,
+        description="a chunk is closed at the first episode end after this many steps; each chunk is one version",
+    )
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> CollectOptions:
+        if (self.episodes is None) == (self.steps is None):
+            raise ValueError("give exactly one of episodes or steps")
+        return self
+
+
+class EvaluateOptions(StrictModel):
+    """Run `policy` for some episodes in the dataset's environment; the returns go on the policy's card."""
+
+    policy: PolicyId
+    episodes: int = Field(default=10, ge=1, le=10_000)
+
+
+class JobCreate(StrictModel):
+    """A job as a user submits it. The version may be a number, a tag or 'latest'; the service pins a number."""
+
+    kind: JobKind = "train"
+    algorithm: str | None = Field(default=None, description="train jobs: one of the registered algorithms")
+    dataset: Name
+    version: Annotated[int, Field(ge=0)] | Annotated[str, Field(min_length=1, max_length=64)] = "latest"
+    steps: int = Field(default=100_000, ge=1, le=MAX_TRAIN_STEPS, description="train jobs: gradient steps")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
+    params: dict[str, Any] = Field(
+        default_factory=dict, validate_default=True, description="the algorithm's parameters; defaults filled in"
+    )
+    parent_policy: PolicyId | None = Field(default=None, description="train jobs: fine-tune from this policy")
+    device: DevicePreference = "auto"
+    collect: CollectOptions | None = None
+    evaluate: EvaluateOptions | None = None
+
+    _given_params: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_given_params(cls, data: Any, handler: ModelWrapValidatorHandler[JobCreate]) -> JobCreate:
+        job = handler(data)
+        if isinstance(data, dict) and isinstance(data.get("params"), dict):
+            job._given_params = frozenset(data["params"])
+        elif isinstance(data, JobCreate):
+            job._given_params = data._given_params
+        return job
+
+    @property
+    def given_params(self) -> dict[str, Any]:
+        """Only the params the submitter stated (a fine-tuning job takes the rest from its parent)."""
+        return {name: value for name, value in self.params.items() if name in self._given_params}
+
+    @field_validator("algorithm")
+    @classmethod
+    def _known_algorithm(cls, algorithm: str | None) -> str | None:
+        if algorithm is not None and algorithm not in ALGORITHM_PARAMS:
+            raise ValueError(f"unknown algorithm {algorithm!r}; known: {', '.join(sorted(ALGORITHM_PARAMS))}")
+        return algorithm
+
+    @field_validator("params")
+    @classmethod
+    def _params_fit_algorithm(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        algorithm = info.data.get("algorithm")
+        if algorithm is None:
+            # an unknown algorithm is already reported; a missing one is reported for the kind below
+            if params and "algorithm" in info.data:
+                raise ValueError("params need an algorithm")
+            return params
+        # a ValidationError raised here keeps its locations, so errors read `params.<field>`
+        return ALGORITHM_PARAMS[algorithm].model_validate(params).model_dump(mode="json")
+
+    @model_validator(mode="after")
+    def _options_fit_kind(self) -> JobCreate:
+        if self.kind == "train":
+            if self.algorithm is None:
+                raise ValueError("train jobs need an algorithm")
+            if self.collect is not None or self.evaluate is not None:
+                raise ValueError("train jobs take no collect or evaluate options")
+        elif self.kind == "collect":
+            if self.collect is None:
+                raise ValueError("collect jobs need collect options (policy, episodes or steps)")
+            if self.evaluate is not None or self.parent_policy is not None or self.algorithm is not None:
+                raise ValueError("collect jobs take only collect options (no algorithm, parent_policy or evaluate)")
+        else:
+            if self.evaluate is None:
+                raise ValueError("evaluate jobs need evaluate options (policy, episodes)")
+            if self.collect is not None or self.parent_policy is not None or self.algorithm is not None:
+                raise ValueError("evaluate jobs take only evaluate options (no algorithm, parent_policy or collect)")
+        return self
+
+
+class JobPublic(BaseModel):
+    id: str
+    kind: JobKind
+    status: JobStatus
+    algorithm: str | None
+    dataset: str
+    version: int
+    """The concrete version the job was pinned to at submission; never changes."""
+    requested_version: int | str
+    steps: int
+    seed: int
+    params: dict[str, Any]
+    parent_policy: str | None
+    device: DevicePreference
+    collect: CollectOptions | None = None
+    evaluate: EvaluateOptions | None = None
+    progress: float
+    step: int
+    """The last step a worker reported."""
+    attempts: int
+    metrics: dict[str, float]
+    error: str | None
+    policy_id: str | None
+    result: dict[str, Any]
+    """What a finished collect or evaluate job produced (versions and rows, or returns)."""
+    worker: str | None
+    checkpoint_step: int | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+
+class MetricPoint(BaseModel):
+    step: int = Field(ge=0)
+    values: Metrics
+    time: datetime | None = None
+
+    @field_validator("values")
+    @classmethod
+    def _finite(cls, values: dict[str, float]) -> dict[str, float]:
+        return _finite_metrics(values)
+
+
+class ClaimRequest(StrictModel):
+    worker: str = Field(default="worker", min_length=1, max_length=120, description="a name for logs and the job record")
+    device: WorkerDevice = "cpu"
+    kinds: list[JobKind] = Field(default_factory=lambda: ["train", "collect", "evaluate"], min_length=1)
+    wait: float = Field(default=20.0, ge=0.0, le=60.0, description="seconds to hold the request open for a job")
+
+
+class Claim(BaseModel):
+    """A job handed to a worker; `lease` goes in the Replaybank-Lease header of every call about the job."""
+
+    job: JobPublic
+    lease: str
+    lease_seconds: float
+
+
+class Heartbeat(StrictModel):
+    progress: float = Field(ge=0.0, le=1.0)
+    step: int = Field(default=0, ge=0)
+    metrics: Metrics = Field(default_factory=dict)
+    history: list[MetricPoint] = Field(default_factory=list, max_length=10_000)
+
+    @field_validator("metrics")
+    @classmethod
+    def _finite(cls, metrics: dict[str, float]) -> dict[str, float]:
+        return _finite_metrics(metrics)
+
+
+class HeartbeatReply(BaseModel):
+    cancelled: bool
+    lease_seconds: float
+
+
+class JobComplete(StrictModel):
+    metrics: Metrics = Field(default_factory=dict)
+    result: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("metrics")
+    @classmethod
+    def _finite(cls, metrics: dict[str, float]) -> dict[str, float]:
+        return _finite_metrics(metrics)
+
+
+class JobFail(StrictModel):
+    error: str = Field(min_length=1, max_length=8_000)
+
+
+class CollectResult(StrictModel):
+    versions: list[int] = Field(default_factory=list)
+    rows: int = Field(default=0, ge=0)
+    episodes: int = Field(default=0, ge=0)
+    returns: list[float] = Field(default_factory=list)
+
+
+class EvaluateResult(StrictModel):
+    returns: list[float] = Field(min_length=1)
+    lengths: list[int] = Field(default_factory=list)

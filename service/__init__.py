@@ -1,0 +1,1 @@
+"""The replaybank REST service: datasets, versions, uploads, queries (and jobs and policies)."""

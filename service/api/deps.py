@@ -1,0 +1,61 @@
+"""Typed dependencies: the app's services and the authenticated principal with a required scope."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.auth import Principal
+from service.errors import ApiError
+from service.services import Services
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def authenticate(request: Request, services: ServicesDep) -> Principal:
+    """The token's principal, or 401."""
+    header = request.headers.get("authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <token>'", "Authorization", headers={"WWW-Authenticate": "Bearer"})
+    principal = services.tokens.authenticate(secret.strip())
+    if principal is None:
+        raise ApiError(401, "unauthorized", "the token is unknown or revoked", "Authorization", headers={"WWW-Authenticate": "Bearer"})
+    return principal
+
+
+AuthenticatedDep = Annotated[Principal, Depends(authenticate)]
+
+
+def require_scope(scope: str) -> Callable[[Principal], Principal]:
+    """A dependency returning the principal if its token holds `scope` (admin holds all), else 403."""
+
+    def dependency(principal: AuthenticatedDep) -> Principal:
+        if not principal.allows(scope):
+            raise ApiError(403, "forbidden", f"this needs a token with the {scope!r} scope", "Authorization")
+        return principal
+
+    dependency.__name__ = f"require_{scope}"
+    return dependency
+
+
+ReadDep = Annotated[Principal, Depends(require_scope("read"))]
+WriteDep = Annotated[Principal, Depends(require_scope("write"))]
+WorkerDep = Annotated[Principal, Depends(require_scope("worker"))]
+AdminDep = Annotated[Principal, Depends(require_scope("admin"))]
+
+
+def may_append(principal: Principal, dataset: str, services: Services, lease: str | None = None) -> bool:
+    """Whether `principal` may append rows to `dataset`: write scope, or a worker sending the lease
+    (`Replaybank-Lease`) of the running collect job on that dataset it holds."""
+    if principal.allows("write"):
+        return True
+    jobs = services.extensions.get("jobs")
+    return lease is not None and principal.allows("worker") and jobs is not None and jobs.collect_lease_allows_append(dataset, lease)

@@ -1,0 +1,30 @@
+"""API tokens (admin only): create (the secret is shown once), list, revoke."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from schemas.dataset import Page
+from schemas.tokens import TokenCreate, TokenCreated, TokenPublic
+from service.api.deps import AdminDep, ServicesDep
+from service.auth import public
+
+router = APIRouter(prefix="/v1/tokens", tags=["tokens"])
+
+
+@router.post("", status_code=201, response_model=TokenCreated)
+def create_token(request: TokenCreate, services: ServicesDep, _: AdminDep) -> TokenCreated:
+    row, secret = services.tokens.create(request)
+    return TokenCreated(**public(row).model_dump(), token=secret)
+
+
+@router.get("", response_model=Page[TokenPublic])
+def list_tokens(services: ServicesDep, _: AdminDep) -> Page[TokenPublic]:
+    tokens = [public(row) for row in services.tokens.list()]
+    return Page(data=tokens, count=len(tokens))
+
+
+@router.delete("/{token}", status_code=204)
+def revoke_token(token: str, services: ServicesDep, _: AdminDep) -> Response:
+    services.tokens.revoke(token)
+    return Response(status_code=204)

@@ -1,0 +1,234 @@
+"""The catalog: every SQL statement of the data side lives here, behind small methods."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, delete, event, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.catalog.tables import Base, DatasetRow, EpisodeRow, FileRow, TagRow, TokenRow, VersionRow
+
+EPISODE_QUERY_CHUNK = 5_000
+
+
+class CatalogConflict(Exception):
+    """A row with the same unique name already exists."""
+
+
+@dataclass(frozen=True)
+class EpisodeState:
+    last_step: int
+    rows: int
+    reward_sum: float
+    ended_in: int | None
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+class Catalog:
+    """Datasets, versions, tags, files, episodes and tokens. Other parts reach the same engine via `session()`."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def create_all(self) -> None:
+        Base.metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with self._sessions.begin() as session:
+            yield session
+
+    def ping(self) -> None:
+        with self.engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+
+    # datasets
+
+    def add_dataset(self, row: DatasetRow, first_version: VersionRow) -> None:
+        try:
+            with self.session() as session:
+                session.add(row)
+                session.flush()
+                session.add(first_version)
+        except IntegrityError as error:
+            raise CatalogConflict(row.name) from error
+
+    def dataset(self, name: str) -> DatasetRow | None:
+        with self.session() as session:
+            return session.scalar(select(DatasetRow).where(DatasetRow.name == name))
+
+    def dataset_by_id(self, dataset_id: str) -> DatasetRow | None:
+        with self.session() as session:
+            return session.get(DatasetRow, dataset_id)
+
+    def datasets(self, limit: int | None = None, after: str | None = None) -> list[DatasetRow]:
+        query = select(DatasetRow).order_by(DatasetRow.name)
+        if after is not None:
+            query = query.where(DatasetRow.name > after)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.session() as session:
+            return list(session.scalars(query))
+
+    def count_datasets(self) -> int:
+        with self.session() as session:
+            return int(session.scalar(select(func.count()).select_from(DatasetRow)) or 0)
+
+    def remove_dataset(self, dataset_id: str) -> None:
+        with self.session() as session:
+            for table in (TagRow, FileRow, EpisodeRow, VersionRow):
+                session.execute(delete(table).where(table.dataset_id == dataset_id))
+            session.execute(delete(DatasetRow).where(DatasetRow.id == dataset_id))
+
+    # versions
+
+    def version(self, dataset_id: str, version: int) -> VersionRow | None:
+        with self.session() as session:
+            return session.get(VersionRow, (dataset_id, version))
+
+    def version_by_key(self, dataset_id: str, idempotency_key: str) -> VersionRow | None:
+        with self.session() as session:
+            return session.scalar(
+                select(VersionRow).where(VersionRow.dataset_id == dataset_id, VersionRow.idempotency_key == idempotency_key)
+            )
+
+    def versions(self, dataset_id: str, limit: int, before: int | None = None) -> list[VersionRow]:
+        """Newest first."""
+        query = select(VersionRow).where(VersionRow.dataset_id == dataset_id).order_by(VersionRow.version.desc()).limit(limit)
+        if before is not None:
+            query = query.where(VersionRow.version < before)
+        with self.session() as session:
+            return list(session.scalars(query))
+
+    def record_version(self, version: VersionRow, files: Iterable[FileRow], episodes: dict[int, EpisodeState]) -> None:
+        """Everything one accepted upload changes, in one transaction: the version, its files, episodes, totals."""
+        with self.session() as session:
+            session.add(version)
+            session.add_all(files)
+            existing = self._existing_episodes(session, version.dataset_id, list(episodes))
+            new = [
+                {"dataset_id": version.dataset_id, "episode_id": episode_id, **state.__dict__}
+                for episode_id, state in episodes.items()
+                if episode_id not in existing
+            ]
+            changed = [
+                {"dataset_id": version.dataset_id, "episode_id": episode_id, **state.__dict__}
+                for episode_id, state in episodes.items()
+                if episode_id in existing
+            ]
+            if new:
+                session.execute(EpisodeRow.__table__.insert(), new)
+            if changed:
+                session.execute(update(EpisodeRow), changed)
+            session.execute(
+                update(DatasetRow)
+                .where(DatasetRow.id == version.dataset_id)
+                .values(latest_version=version.version, rows=version.rows, episodes=version.episodes)
+            )
+
+    @staticmethod
+    def _existing_episodes(session: Session, dataset_id: str, episode_ids: list[int]) -> set[int]:
+        found: set[int] = set()
+        for start in range(0, len(episode_ids), EPISODE_QUERY_CHUNK):
+            chunk = episode_ids[start : start + EPISODE_QUERY_CHUNK]
+            found.update(
+                session.scalars(
+                    select(EpisodeRow.episode_id).where(EpisodeRow.dataset_id == dataset_id, EpisodeRow.episode_id.in_(chunk))
+                )
+            )
+        return found
+
+    def episodes(self, dataset_id: str, episode_ids: list[int]) -> dict[int, EpisodeState]:
+        states: dict[int, EpisodeState] = {}
+        with self.session() as session:
+            for start in range(0, len(episode_ids), EPISODE_QUERY_CHUNK):
+                chunk = episode_ids[start : start + EPISODE_QUERY_CHUNK]
+                for row in session.scalars(
+                    select(EpisodeRow).where(EpisodeRow.dataset_id == dataset_id, EpisodeRow.episode_id.in_(chunk))
+                ):
+                    states[row.episode_id] = EpisodeState(row.last_step, row.rows, row.reward_sum, row.ended_in)
+        return states
+
+    # files
+
+    def files(self, dataset_id: str, paths: list[str]) -> dict[str, FileRow]:
+        with self.session() as session:
+            rows = session.scalars(select(FileRow).where(FileRow.dataset_id == dataset_id, FileRow.path.in_(paths)))
+            return {row.path: row for row in rows}
+
+    def add_files(self, files: Iterable[FileRow]) -> None:
+        with self.session() as session:
+            for file in files:
+                session.merge(file)
+
+    # tags
+
+    def tags(self, dataset_id: str) -> list[TagRow]:
+        with self.session() as session:
+            return list(session.scalars(select(TagRow).where(TagRow.dataset_id == dataset_id).order_by(TagRow.name)))
+
+    def tag(self, dataset_id: str, name: str) -> TagRow | None:
+        with self.session() as session:
+            return session.get(TagRow, (dataset_id, name))
+
+    def set_tag(self, dataset_id: str, name: str, version: int) -> None:
+        with self.session() as session:
+            session.merge(TagRow(dataset_id=dataset_id, name=name, version=version))
+
+    def remove_tag(self, dataset_id: str, name: str) -> bool:
+        with self.session() as session:
+            return bool(session.execute(delete(TagRow).where(TagRow.dataset_id == dataset_id, TagRow.name == name)).rowcount)
+
+    # tokens
+
+    def add_token(self, row: TokenRow) -> None:
+        try:
+            with self.session() as session:
+                session.add(row)
+        except IntegrityError as error:
+            raise CatalogConflict(row.name) from error
+
+    def token_by_hash(self, token_hash: str) -> TokenRow | None:
+        with self.session() as session:
+            return session.scalar(select(TokenRow).where(TokenRow.token_hash == token_hash))
+
+    def token(self, id_or_name: str) -> TokenRow | None:
+        with self.session() as session:
+            return session.scalar(select(TokenRow).where((TokenRow.id == id_or_name) | (TokenRow.name == id_or_name)))
+
+    def tokens(self) -> list[TokenRow]:
+        with self.session() as session:
+            return list(session.scalars(select(TokenRow).order_by(TokenRow.created_at)))
+
+    def revoke_token(self, token_id: str) -> None:
+        with self.session() as session:
+            session.execute(update(TokenRow).where(TokenRow.id == token_id).values(revoked=True))
+
+    def replace_token_hash(self, token_id: str, token_hash: str, scopes: list[str]) -> None:
+        with self.session() as session:
+            session.execute(update(TokenRow).where(TokenRow.id == token_id).values(token_hash=token_hash, scopes=scopes, revoked=False))

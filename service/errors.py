@@ -1,0 +1,92 @@
+"""One error envelope for every failure: ours, FastAPI's validation errors and the router's own 404/405."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from schemas.errors import ErrorDetail, ErrorEnvelope
+
+
+class ApiError(Exception):
+    """A request the service refuses, answered as `{"error": {"code", "message", "field"}}` with this status."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.headers = headers
+
+
+def not_found(what: str, field: str | None = None) -> ApiError:
+    return ApiError(404, "not_found", f"{what} does not exist", field)
+
+
+def envelope(status: int, code: str, message: str, field: str | None = None, details: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = ErrorEnvelope(error=ErrorDetail(code=code, message=message, field=field), details=details)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    416: "range_not_satisfiable",
+    422: "invalid",
+}
+
+
+def _field_name(location: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(part) for part in location]
+    if parts and parts[0] in {"body", "query", "path", "header", "cookie"} and len(parts) > 1:
+        parts = parts[1:]
+    return ".".join(parts)
+
+
+async def _api_error(request: Request, error: ApiError) -> JSONResponse:
+    return envelope(error.status, error.code, error.message, error.field, headers=error.headers)
+
+
+async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    status = error.status_code
+    message = error.detail if isinstance(error.detail, str) else HTTPStatus(status).phrase
+    if status == 404 and message == "Not Found":
+        message = f"no route {request.url.path}"
+    if status == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    code = _HTTP_CODES.get(status, HTTPStatus(status).phrase.lower().replace(" ", "_"))
+    return envelope(status, code, message, getattr(error, "field", None), headers=getattr(error, "headers", None))
+
+
+async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    details = [
+        {"field": _field_name(item.get("loc", ())), "message": item.get("msg", ""), "type": item.get("type", "")}
+        for item in error.errors()
+    ]
+    first = details[0] if details else {"field": None, "message": "invalid request"}
+    message = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
+    return envelope(422, "invalid", message, first["field"] or None, details=details)
+
+
+async def _internal_error(request: Request, error: Exception) -> JSONResponse:
+    return envelope(500, "internal", f"the service failed: {error.__class__.__name__}")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(Exception, _internal_error)
+    app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]

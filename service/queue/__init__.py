@@ -1,0 +1,20 @@
+"""Job queues: Redis Streams when configured, otherwise the catalog's own database."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from service.queue.base import CHANNELS, Exhausted, JobQueue, Lease
+
+
+def create_queue(redis_url: str | None, engine: Engine, lease_seconds: float, max_attempts: int) -> JobQueue:
+    if redis_url:
+        from service.queue.redis_queue import RedisJobQueue
+
+        return RedisJobQueue(redis_url, lease_seconds, max_attempts)
+    from service.queue.embedded import EmbeddedJobQueue
+
+    return EmbeddedJobQueue(engine, lease_seconds, max_attempts)
+
+
+__all__ = ["CHANNELS", "Exhausted", "JobQueue", "Lease", "create_queue"]

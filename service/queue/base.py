@@ -1,0 +1,77 @@
+"""The job queue: who holds which job, for how long, and how often it has been tried.
+
+The catalog holds what a job is and how it stands; the queue only hands job ids to workers under
+leases. A lease that is not renewed within `lease_seconds` lapses and the job goes to the next
+worker that claims, as the next attempt; after `max_attempts` lapsed attempts the queue gives up and
+reports the job as exhausted. A lease given back on purpose (`release`, a worker shutting down) does
+not count as an attempt.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+CHANNELS = ("any", "cuda")
+"""Jobs that need a GPU wait in `cuda`; the rest in `any`. A CUDA worker claims from both."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    job_id: str
+    token: str
+    """Opaque proof of holding; the worker sends it with every call about the job."""
+    attempt: int
+    """1 for the first try; re-claims after a lapsed lease count up."""
+
+
+@dataclass(frozen=True)
+class Exhausted:
+    """A job whose leases lapsed `attempts` times; the queue has dropped it."""
+
+    job_id: str
+    attempts: int
+
+
+class JobQueue(ABC):
+    def __init__(self, lease_seconds: float, max_attempts: int) -> None:
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be positive")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
+
+    @abstractmethod
+    async def enqueue(self, job_id: str, channel: str = "any") -> None:
+        """Make a job claimable. Enqueueing a job that is already queued or held changes nothing."""
+
+    @abstractmethod
+    async def claim(self, channels: Sequence[str], wait: float) -> Lease | Exhausted | None:
+        """The oldest claimable job, waiting up to `wait` seconds for one; lapsed leases come first."""
+
+    @abstractmethod
+    async def renew(self, lease: Lease) -> bool:
+        """Extend a lease by `lease_seconds`; False when it lapsed and someone else holds the job."""
+
+    @abstractmethod
+    async def release(self, lease: Lease) -> bool:
+        """Give a held job back, claimable at once, without counting this attempt; False if not held."""
+
+    @abstractmethod
+    async def remove(self, job_id: str) -> None:
+        """Forget a job wherever it is (finished or cancelled); a holder's next renew fails."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise when the queue's backing store does not answer."""
+
+    async def close(self) -> None:
+        """Free connections."""
+
+
+def check_channels(channels: Sequence[str]) -> None:
+    unknown = set(channels) - set(CHANNELS)
+    if unknown or not channels:
+        raise ValueError(f"channels must be among {CHANNELS}, got {list(channels)}")

@@ -1,0 +1,74 @@
+"""Every setting of the service, from REPLAYBANK_* environment variables; unsafe values are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_ADMIN_TOKEN_LENGTH = 12
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REPLAYBANK_", extra="ignore")
+
+    data_dir: Path = Path(".replaybank")
+    """Delta tables, artifacts, the default SQLite catalog and the ownership lock live here."""
+    database_url: str | None = None
+    """SQLAlchemy URL of the catalog; None means a SQLite file inside data_dir."""
+    redis_url: str | None = None
+    """Redis for the job queue; None runs the queue on the catalog."""
+    admin_token: SecretStr | None = None
+    """None: one is generated on first start, printed once, and stored only as a hash."""
+    worker_token: SecretStr | None = None
+    """A worker-scope token for deployments (docker-compose) whose workers must start without a manual step."""
+    lease_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    """A job whose worker sends no heartbeat for this long goes to the next worker that claims."""
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    """Claims of a job whose leases lapsed before it is failed; a worker's graceful release does not count."""
+    max_upload_bytes: int = Field(default=1 << 30, ge=1024, le=1 << 40)
+    query_max_rows: int = Field(default=100_000, ge=1, le=10_000_000)
+    query_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    query_threads: int = Field(default=2, ge=1, le=256)
+    query_memory_limit: str = "1GB"
+    """DuckDB memory limit per query, e.g. '512MB' or '2GB'."""
+
+    @field_validator("admin_token", "worker_token")
+    @classmethod
+    def _strong_admin_token(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is None:
+            return None
+        value = token.get_secret_value()
+        if len(value) < MIN_ADMIN_TOKEN_LENGTH or len(set(value)) < 8:
+            raise ValueError(f"a configured token needs at least {MIN_ADMIN_TOKEN_LENGTH} characters and 8 distinct ones")
+        return token
+
+    @field_validator("query_memory_limit")
+    @classmethod
+    def _memory_limit(cls, limit: str) -> str:
+        number, unit = limit[:-2].strip(), limit[-2:].upper()
+        if unit not in {"KB", "MB", "GB", "TB"} or not number.isdigit() or int(number) <= 0:
+            raise ValueError("use a size such as '512MB' or '2GB'")
+        return f"{int(number)}{unit}"
+
+    @field_validator("database_url", "redis_url")
+    @classmethod
+    def _blank_is_none(cls, url: str | None) -> str | None:
+        return url or None
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("sqlite", "postgresql")):
+            raise ValueError("the catalog runs on SQLite ('sqlite:///path') or PostgreSQL ('postgresql+psycopg://...')")
+        return url
+
+    @model_validator(mode="after")
+    def _absolute_data_dir(self) -> "Settings":
+        self.data_dir = self.data_dir.expanduser().resolve()
+        return self
+
+    @property
+    def catalog_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'catalog.sqlite'}"

@@ -1,0 +1,1 @@
+"""Where data lives: one Delta table per dataset (and, beside it, artifacts)."""

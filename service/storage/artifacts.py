@@ -1,0 +1,151 @@
+"""Artifact files beside the data: policies, job checkpoints and COMBO dynamics models.
+
+Layout under `<data_dir>/artifacts`:
+  policies/<policy id>/{policy.onnx, policy.pt2, card.json, state.pt}
+  checkpoints/<job id>/checkpoint.bin
+  dynamics/<dataset id>/<version>/<key>.bin
+Every file is written to `tmp/` first and moved into place, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tarfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+POLICY_FILES = {
+    "onnx": "policy.onnx",
+    "torch": "policy.pt2",
+    "card": "card.json",
+    "state": "state.pt",
+}
+"""Format name -> file name inside a policy's folder; `state` is the full training state for fine-tuning."""
+REQUIRED_POLICY_FORMATS = ("onnx", "torch", "card")
+
+
+class InvalidArtifact(ValueError):
+    """An uploaded artifact is not what it claims to be; the message says what is wrong."""
+
+
+class ArtifactStorage:
+    def __init__(self, data_dir: Path) -> None:
+        self.root = data_dir / "artifacts"
+        self.tmp = self.root / "tmp"
+        for folder in (self.tmp, self.root / "policies", self.root / "checkpoints", self.root / "dynamics"):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def staging_path(self) -> Path:
+        """A fresh path in `tmp/` to stream an upload into; move it into place or delete it."""
+        return self.tmp / uuid.uuid4().hex
+
+    # checkpoints
+
+    def _checkpoint(self, job_id: str) -> Path:
+        return self.root / "checkpoints" / job_id / "checkpoint.bin"
+
+    def put_checkpoint(self, job_id: str, staged: Path) -> None:
+        target = self._checkpoint(job_id)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, target)
+
+    def checkpoint(self, job_id: str) -> Path | None:
+        path = self._checkpoint(job_id)
+        return path if path.is_file() else None
+
+    def remove_checkpoint(self, job_id: str) -> None:
+        shutil.rmtree(self._checkpoint(job_id).parent, ignore_errors=True)
+
+    # policies
+
+    def _policy_dir(self, policy_id: str) -> Path:
+        return self.root / "policies" / policy_id
+
+    def put_policy(self, policy_id: str, staged_archive: Path, max_member_bytes: int) -> dict[str, Any]:
+        """Unpack an uploaded tar of the policy files into the policy's folder; returns the card.
+
+        Only the known file names are accepted, each at most once; onnx, torch program and card are required.
+        """
+        unpacked = self.tmp / f"{uuid.uuid4().hex}.d"
+        unpacked.mkdir()
+        try:
+            found = self._unpack(staged_archive, unpacked, max_member_bytes)
+            missing = [POLICY_FILES[name] for name in REQUIRED_POLICY_FORMATS if POLICY_FILES[name] not in found]
+            if missing:
+                raise InvalidArtifact(f"the policy archive lacks {', '.join(missing)}")
+            try:
+                card = json.loads((unpacked / POLICY_FILES["card"]).read_text())
+            except (UnicodeDecodeError, json.JSONDecodeError) as error:
+                raise InvalidArtifact(f"card.json is not JSON: {error}") from error
+            if not isinstance(card, dict):
+                raise InvalidArtifact("card.json must hold a JSON object")
+            target = self._policy_dir(policy_id)
+            if target.exists():
+                # a retried upload replaces the earlier one
+                shutil.rmtree(target)
+            os.replace(unpacked, target)
+            return card
+        finally:
+            shutil.rmtree(unpacked, ignore_errors=True)
+            staged_archive.unlink(missing_ok=True)
+
+    @staticmethod
+    def _unpack(archive: Path, into: Path, max_member_bytes: int) -> set[str]:
+        allowed = set(POLICY_FILES.values())
+        found: set[str] = set()
+        try:
+            with tarfile.open(archive, mode="r:*") as tar:
+                for member in tar:
+                    if member.name not in allowed:
+                        raise InvalidArtifact(
+                            f"unexpected file {member.name!r} in the policy archive; allowed: {', '.join(sorted(allowed))}"
+                        )
+                    if not member.isfile():
+                        raise InvalidArtifact(f"{member.name} must be a regular file")
+                    if member.name in found:
+                        raise InvalidArtifact(f"{member.name} appears twice in the policy archive")
+                    if member.size > max_member_bytes:
+                        raise InvalidArtifact(f"{member.name} is larger than {max_member_bytes} bytes")
+                    source = tar.extractfile(member)
+                    assert source is not None
+                    with source, open(into / member.name, "wb") as out:
+                        shutil.copyfileobj(source, out, 1 << 20)
+                    found.add(member.name)
+        except tarfile.TarError as error:
+            raise InvalidArtifact(f"the body is not a tar archive of policy files: {error}") from error
+        return found
+
+    def write_card(self, policy_id: str, card: dict[str, Any]) -> None:
+        staged = self.staging_path()
+        staged.write_text(json.dumps(card, indent=2, sort_keys=True))
+        os.replace(staged, self._policy_dir(policy_id) / POLICY_FILES["card"])
+
+    def policy_file(self, policy_id: str, format: str) -> Path | None:
+        path = self._policy_dir(policy_id) / POLICY_FILES[format]
+        return path if path.is_file() else None
+
+    def policy_formats(self, policy_id: str) -> list[str]:
+        return [name for name, file in POLICY_FILES.items() if (self._policy_dir(policy_id) / file).is_file()]
+
+    def remove_policy(self, policy_id: str) -> None:
+        shutil.rmtree(self._policy_dir(policy_id), ignore_errors=True)
+
+    # COMBO dynamics
+
+    def _dynamics(self, dataset_id: str, version: int, key: str) -> Path:
+        return self.root / "dynamics" / dataset_id / str(version) / f"{key}.bin"
+
+    def put_dynamics(self, dataset_id: str, version: int, key: str, staged: Path) -> None:
+        target = self._dynamics(dataset_id, version, key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, target)
+
+    def dynamics(self, dataset_id: str, version: int, key: str) -> Path | None:
+        path = self._dynamics(dataset_id, version, key)
+        return path if path.is_file() else None
+
+    def remove_dataset(self, dataset_id: str) -> None:
+        shutil.rmtree(self.root / "dynamics" / dataset_id, ignore_errors=True)

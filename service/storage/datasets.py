@@ -1,0 +1,316 @@
+"""One Delta Lake table per dataset. Writes are serialised by the caller; every call here blocks (run in threads)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties
+from deltalake.transaction import AddAction
+
+METADATA_PREFIX = "replaybank."
+TABLE_CONFIGURATION = {
+    # Every version stays readable: the log is never trimmed.
+    "delta.enableExpiredLogCleanup": "false",
+    "delta.logRetentionDuration": "interval 36500 days",
+    "delta.deletedFileRetentionDuration": "interval 36500 days",
+}
+BATCH_ROWS = 65_536
+ROW_GROUP_ROWS = 1 << 18
+STATS_COLUMNS = ("episode_id", "step", "reward")
+KEEP_LOG = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
+
+
+@dataclass(frozen=True)
+class DataFile:
+    path: str
+    """Relative to the table's folder, as the Delta log names it."""
+    size: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    path: str
+    size: int
+    sha256: str
+    rows: int
+    stats: str
+    """Delta add-action statistics (JSON): row count, and min/max of the scalar columns."""
+
+
+@dataclass(frozen=True)
+class Commit:
+    delta_version: int
+    metadata: dict[str, str]
+    """Our custom commit metadata, without the prefix (version, idempotency_key, body_sha256, batch_id)."""
+    timestamp_ms: int
+
+
+class DatasetStorage:
+    def __init__(self, root: Path) -> None:
+        self._handles: dict[str, DeltaTable] = {}
+        """Open tables for the commit path, refreshed incrementally; used only under the dataset's lock."""
+        self.root = root
+        self.tables = root / "datasets"
+        self.trash = root / "trash"
+        self.tables.mkdir(parents=True, exist_ok=True)
+        self.trash.mkdir(parents=True, exist_ok=True)
+
+    def path(self, dataset_id: str) -> Path:
+        return self.tables / dataset_id
+
+    def exists(self, dataset_id: str) -> bool:
+        return DeltaTable.is_deltatable(str(self.path(dataset_id)))
+
+    def table_ids(self) -> list[str]:
+        return sorted(entry.name for entry in self.tables.iterdir() if entry.is_dir())
+
+    def create(self, dataset_id: str, schema: pa.Schema, metadata: dict[str, str]) -> None:
+        DeltaTable.create(
+            str(self.path(dataset_id)),
+            schema,
+            mode="error",
+            configuration=TABLE_CONFIGURATION,
+            commit_properties=CommitProperties(custom_metadata=_prefixed(metadata)),
+            post_commithook_properties=KEEP_LOG,
+        )
+
+    def staging_writer(self, dataset_id: str) -> StagingWriter:
+        """A new Parquet file in the table's folder, written part by part; invisible to every version until `commit`."""
+        return StagingWriter(self.path(dataset_id), f"part-{uuid.uuid4().hex}.parquet")
+
+    def stage(self, dataset_id: str, table: pa.Table) -> StagedFile:
+        writer = self.staging_writer(dataset_id)
+        try:
+            writer.write(table)
+            return writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+
+    def discard(self, dataset_id: str, staged: StagedFile) -> None:
+        self.file_path(dataset_id, staged.path).unlink(missing_ok=True)
+
+    def commit(self, dataset_id: str, staged: list[StagedFile], metadata: dict[str, Any]) -> int:
+        """One atomic Delta commit adding the staged files; returns its Delta version. The caller serialises commits."""
+        table = self._handle(dataset_id)
+        now_ms = int(time.time() * 1000)
+        table.create_write_transaction(
+            [AddAction(file.path, file.size, {}, now_ms, True, file.stats) for file in staged],
+            mode="append",
+            schema=table.schema(),
+            commit_properties=CommitProperties(custom_metadata=_prefixed(metadata), max_commit_retries=0),
+            post_commithook_properties=KEEP_LOG,
+        )
+        table.update_incremental()
+        return table.version()
+
+    def remove_unreferenced(self, dataset_id: str) -> int:
+        """Delete staged files no version refers to (left by a crash before their commit). Only at start-up."""
+        referenced = {file.path for file in self.files(dataset_id, self.latest_delta_version(dataset_id))}
+        removed = 0
+        for path in self.path(dataset_id).glob("*.parquet"):
+            if path.name not in referenced:
+                path.unlink()
+                removed += 1
+        return removed
+
+    def _handle(self, dataset_id: str) -> DeltaTable:
+        table = self._handles.get(dataset_id)
+        if table is None:
+            table = self._handles[dataset_id] = DeltaTable(str(self.path(dataset_id)))
+        else:
+            table.update_incremental()
+        return table
+
+    def latest_delta_version(self, dataset_id: str) -> int:
+        """The table's newest Delta version (call under the dataset's lock)."""
+        return self._handle(dataset_id).version()
+
+    def commits(self, dataset_id: str) -> list[Commit]:
+        """Our commits (those carrying a user version), oldest first."""
+        commits = []
+        for entry in DeltaTable(str(self.path(dataset_id))).history():
+            ours = {key[len(METADATA_PREFIX) :]: str(value) for key, value in entry.items() if key.startswith(METADATA_PREFIX)}
+            if "version" in ours:
+                commits.append(Commit(delta_version=int(entry["version"]), metadata=ours, timestamp_ms=int(entry.get("timestamp", 0))))
+        return sorted(commits, key=lambda commit: commit.delta_version)
+
+    def files(self, dataset_id: str, delta_version: int) -> list[DataFile]:
+        """The data files making up the table at `delta_version`, in log order."""
+        actions = pa.table(DeltaTable(str(self.path(dataset_id)), version=delta_version).get_add_actions(flatten=True))
+        return [
+            DataFile(path=path, size=size, rows=rows if rows is not None else -1)
+            for path, size, rows in zip(
+                actions.column("path").to_pylist(), actions.column("size_bytes").to_pylist(), actions.column("num_records").to_pylist()
+            )
+        ]
+
+    def added_files(self, dataset_id: str, delta_version: int) -> list[DataFile]:
+        before = {file.path for file in self.files(dataset_id, delta_version - 1)} if delta_version > 0 else set()
+        return [file for file in self.files(dataset_id, delta_version) if file.path not in before]
+
+    def file_path(self, dataset_id: str, relative: str) -> Path:
+        return self.path(dataset_id) / relative
+
+    def checksum(self, dataset_id: str, relative: str) -> str:
+        digest = hashlib.sha256()
+        with open(self.file_path(dataset_id, relative), "rb") as file:
+            while chunk := file.read(1 << 20):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    def dataset(self, dataset_id: str, delta_version: int, schema: pa.Schema) -> pads.Dataset:
+        """The rows of one Delta version, read in the dataset's schema (fixed-size lists restored).
+
+        delta-rs gives each file a guarantee built from its add-action statistics, and a column without
+        statistics there (we record them for episode_id, step and reward only) gets `col >= null and
+        col <= null`, which lets pyarrow prune every file from a filter such as `source = 'logged'` or
+        `terminal = true`. The files are kept and their guarantees dropped; the row-group statistics
+        inside each Parquet file still let a filter skip data.
+        """
+        delta = DeltaTable(str(self.path(dataset_id)), version=delta_version).to_pyarrow_dataset(schema=schema)
+        fragments = [delta.format.make_fragment(fragment.path, filesystem=delta.filesystem) for fragment in delta.get_fragments()]
+        return pads.FileSystemDataset(fragments, schema, delta.format, delta.filesystem)
+
+    def read_files(self, dataset_id: str, paths: list[str], schema: pa.Schema) -> pa.Table:
+        if not paths:
+            return schema.empty_table()
+        files = [str(self.file_path(dataset_id, path)) for path in paths]
+        return pads.dataset(files, format="parquet").to_table().cast(schema)
+
+    def batches(self, dataset_id: str, paths: list[str], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+        """The rows of the given files, in that order, cast to the dataset's schema."""
+        for path in paths:
+            with pq.ParquetFile(self.file_path(dataset_id, path)) as file:
+                for batch in file.iter_batches(batch_size=BATCH_ROWS):
+                    yield batch.cast(schema)
+
+    def move_to_trash(self, dataset_id: str) -> None:
+        """Take the table out of sight at once (a rename); `purge` deletes it later."""
+        self._handles.pop(dataset_id, None)
+        source = self.path(dataset_id)
+        if source.exists():
+            os.replace(source, self.trash / dataset_id)
+
+    def purge(self, dataset_id: str) -> None:
+        shutil.rmtree(self.trash / dataset_id, ignore_errors=True)
+
+    def in_trash(self, dataset_id: str) -> bool:
+        return (self.trash / dataset_id).exists()
+
+    def empty_trash(self) -> None:
+        for entry in self.trash.iterdir():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+class StagingWriter:
+    """Writes one data file from parts, hashing the bytes as they go out.
+
+    Parts are gathered into row groups of about ROW_GROUP_ROWS rows. Float vectors rarely repeat, so only
+    the string columns are dictionary-encoded, and statistics are kept only for the scalar columns.
+    """
+
+    def __init__(self, folder: Path, relative: str) -> None:
+        self.relative = relative
+        self.target = folder / relative
+        self._raw = open(self.target, "wb")
+        self._sink = _HashingFile(self._raw)
+        self._writer: pq.ParquetWriter | None = None
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._rows = 0
+        self._bounds: dict[str, tuple[Any, Any]] = {}
+
+    def write(self, part: pa.Table) -> None:
+        self._pending.append(part)
+        self._pending_rows += part.num_rows
+        self._rows += part.num_rows
+        for name in STATS_COLUMNS:
+            bounds = pc.min_max(part.column(name))
+            low, high = bounds["min"].as_py(), bounds["max"].as_py()
+            if name in self._bounds:
+                low, high = min(low, self._bounds[name][0]), max(high, self._bounds[name][1])
+            self._bounds[name] = (low, high)
+        if self._pending_rows >= ROW_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        table = pa.concat_tables(self._pending)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(
+                pa.PythonFile(self._sink, mode="w"),
+                table.schema,
+                use_dictionary=["source", "batch_id"],
+                write_statistics=list(STATS_COLUMNS) + ["terminal", "truncated"],
+                compression="snappy",
+            )
+        self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        self._pending, self._pending_rows = [], 0
+
+    def close(self) -> StagedFile:
+        self._flush()
+        if self._writer is not None:
+            self._writer.close()
+        self._raw.flush()
+        os.fsync(self._raw.fileno())
+        self._raw.close()
+        stats = {
+            "numRecords": self._rows,
+            "minValues": {name: bounds[0] for name, bounds in self._bounds.items()},
+            "maxValues": {name: bounds[1] for name, bounds in self._bounds.items()},
+            "nullCount": {name: 0 for name in self._bounds},
+        }
+        return StagedFile(path=self.relative, size=self._sink.size, sha256=self._sink.digest.hexdigest(), rows=self._rows, stats=json.dumps(stats))
+
+    def abort(self) -> None:
+        """Drop the file (a failed or refused upload)."""
+        try:
+            if self._writer is not None:
+                self._writer.close()
+        except Exception:  # the file is deleted anyway; a half-written footer does not matter
+            pass
+        self._raw.close()
+        self.target.unlink(missing_ok=True)
+
+
+class _HashingFile:
+    """A write-only file that hashes and counts what passes through it to the real file."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.digest.update(view)
+        self.raw.write(view)
+        self.size += view.nbytes
+        return view.nbytes
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _prefixed(metadata: dict[str, Any]) -> dict[str, str]:
+    return {METADATA_PREFIX + key: str(value) for key, value in metadata.items() if value is not None}

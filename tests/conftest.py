@@ -1,0 +1,78 @@
+"""Shared fixtures: real Redis and PostgreSQL, or a skip that says why.
+
+Set REPLAYBANK_REQUIRE_SERVICES=1 (CI does) to turn those skips into failures.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+REDIS_URL = os.environ.get("REPLAYBANK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+POSTGRES_URL = os.environ.get("REPLAYBANK_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _unavailable(what: str, why: Exception) -> None:
+    message = f"{what} is not reachable ({why.__class__.__name__}: {why})"
+    if os.environ.get("REPLAYBANK_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{message}; REPLAYBANK_REQUIRE_SERVICES=1 forbids skipping", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis database of its own for this test, emptied before and after."""
+    import redis
+
+    db = 15 - (os.getpid() % 8)
+    url = REDIS_URL.rsplit("/", 1)[0] + f"/{db}"
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except Exception as error:  # any connection failure means "not available here"
+        _unavailable(f"Redis at {url}", error)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("select 1"))
+    except Exception as error:
+        _unavailable(f"PostgreSQL at {POSTGRES_URL}", error)
+    finally:
+        engine.dispose()
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for this test, dropped afterwards, so runs never collide."""
+    import sqlalchemy
+
+    name = f"replaybank_test_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    yield postgres_server_url.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
