@@ -1,0 +1,126 @@
+"""Shared by the data benchmarks: Hopper-shaped transitions and a real `replaybank serve` on a temp folder."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pyarrow as pa
+
+from schemas.dataset import ContinuousActionSpec, DatasetSpec, ObservationSpec
+from workers.formats import upload_schema
+
+HOPPER = DatasetSpec(
+    observation=ObservationSpec(shape=[11]),
+    action=ContinuousActionSpec(shape=[3], low=[-1.0] * 3, high=[1.0] * 3),
+    env_id="Hopper-v5",
+)
+EPISODE_LENGTH = 1000
+
+
+def hopper_rows(rows: int, first_episode: int = 0, seed: int = 0) -> pa.Table:
+    """Hopper-shaped rows (11-dim observation, 3-dim action), 1000-step episodes ending in a timeout."""
+    rng = np.random.default_rng(seed)
+    obs_size, action_size = HOPPER.observation.size, HOPPER.action.size
+    index = np.arange(rows)
+    steps = index % EPISODE_LENGTH
+    last = (steps == EPISODE_LENGTH - 1) | (index == rows - 1)
+
+    def vectors(size: int, scale: float = 1.0) -> pa.FixedSizeListArray:
+        values = (rng.standard_normal(rows * size, dtype=np.float32) * scale).clip(-0.999, 0.999)
+        return pa.FixedSizeListArray.from_arrays(pa.array(values), size)
+
+    columns = [
+        pa.array(first_episode + index // EPISODE_LENGTH, pa.int64()),
+        pa.array(steps, pa.int32()),
+        vectors(obs_size),
+        vectors(action_size, 0.5),
+        pa.array(rng.standard_normal(rows, dtype=np.float32)),
+        vectors(obs_size),
+        pa.array(np.zeros(rows, dtype=bool)),
+        pa.array(last),
+        pa.repeat(pa.scalar("logged"), rows),
+    ]
+    return pa.Table.from_arrays(columns, schema=upload_schema(HOPPER))
+
+
+@dataclass(frozen=True)
+class Service:
+    url: str
+    token: str
+    data_dir: Path
+
+
+@contextmanager
+def running_service(data_dir: Path) -> Iterator[Service]:
+    """`replaybank serve` as a subprocess on a free loopback port, stopped on exit."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    token = secrets.token_urlsafe(24)
+    env = {
+        **os.environ,
+        "REPLAYBANK_DATA_DIR": str(data_dir),
+        "REPLAYBANK_ADMIN_TOKEN": token,
+        "REPLAYBANK_MAX_UPLOAD_BYTES": str(4 << 30),
+    }
+    env.pop("REPLAYBANK_DATABASE_URL", None)
+    env.pop("REPLAYBANK_REDIS_URL", None)
+    script = Path(sys.executable).with_name("replaybank")
+    process = subprocess.Popen(
+        [str(script), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the service exited: {process.stderr.read().decode()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the service did not answer /healthz within 60 s")
+            time.sleep(0.2)
+        yield Service(url, token, data_dir)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def best_of_rounds(rounds: int, runs: list[Callable[[], None]]) -> list[float]:
+    """Each run's fastest time in seconds over a few rounds of all of them in turn.
+
+    The machine is shared: the minimum is the least disturbed, and taking turns spreads disturbances.
+    """
+    timings: list[list[float]] = [[] for _ in runs]
+    for _ in range(rounds):
+        for run, times in zip(runs, timings):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+    return [min(times) for times in timings]
+
+
+def verdict(ratio: float, target: float, higher_is_better: bool = True) -> str:
+    met = ratio >= target if higher_is_better else ratio <= target
+    return f"{'meets' if met else 'MISSES'} target {'>=' if higher_is_better else '<='} {target:g}"

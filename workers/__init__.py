@@ -1,0 +1,1 @@
+"""Workers: the HTTP client, training, collection and evaluation. Never imports `service`."""
