@@ -1,0 +1,144 @@
+"""The d3rlpy 2.8.1 side of the benchmarks. Runs in .venv-bench (benchmarks/setup_baseline_venv.sh), never in .venv.
+
+It imports nothing from replaybank: it reads a D4RL-layout .npz (observations, actions, rewards,
+terminals, timeouts, action_low, action_high) and prints one JSON line.
+
+    speed: gradient steps per second of d3rlpy's own `fit` loop (sampling included), after a warm-up.
+    train: fit for some steps, then save the greedy policy as TorchScript (observation and action
+           scalers inside), for the caller to evaluate with the same code as its own policies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+
+def load_dataset(path: str):
+    import d3rlpy
+
+    arrays = np.load(path)
+    dataset = d3rlpy.dataset.MDPDataset(
+        observations=arrays["observations"].astype(np.float32),
+        actions=arrays["actions"].astype(np.float32),
+        rewards=arrays["rewards"].astype(np.float32),
+        terminals=arrays["terminals"].astype(np.float32),
+        timeouts=arrays["timeouts"].astype(np.float32),
+    )
+    return dataset, arrays
+
+
+def make_config(algorithm: str, arrays, args):
+    """d3rlpy's config for the algorithm, with the settings our defaults use where the two differ."""
+    import d3rlpy
+
+    encoder = d3rlpy.models.VectorEncoderFactory(hidden_units=args.hidden)
+    common = {"batch_size": args.batch_size}
+    scaled = args.mode == "train"
+    if scaled:
+        low, high = arrays["action_low"], arrays["action_high"]
+        common["observation_scaler"] = d3rlpy.preprocessing.StandardObservationScaler()
+        common["action_scaler"] = d3rlpy.preprocessing.MinMaxActionScaler(minimum=low, maximum=high)
+    if algorithm == "bc":
+        return d3rlpy.algos.BCConfig(encoder_factory=encoder, learning_rate=args.actor_lr or 1e-3, **common)
+    if scaled:
+        # Returns spread over about one unit per step, as our reward scaling does (IQL's recipe).
+        common["reward_scaler"] = d3rlpy.preprocessing.ReturnBasedRewardScaler(
+            multiplier=float(arrays["mean_episode_length"])
+        )
+    if algorithm == "iql":
+        # Our IQL decays the actor's learning rate with a cosine over the run, as the paper does.
+        schedule = d3rlpy.optimizers.CosineAnnealingLRFactory(T_max=args.steps + (args.warmup if args.mode == "speed" else 0))
+        return d3rlpy.algos.IQLConfig(
+            actor_encoder_factory=encoder,
+            critic_encoder_factory=encoder,
+            value_encoder_factory=encoder,
+            actor_learning_rate=args.actor_lr or 3e-4,
+            actor_optim_factory=d3rlpy.optimizers.AdamFactory(lr_scheduler_factory=schedule),
+            expectile=0.7,
+            weight_temp=3.0,
+            max_weight=100.0,
+            **common,
+        )
+    if algorithm == "cql":
+        # A fixed conservative weight of 5 (no Lagrange), as our CQL defaults; automatic entropy as both do.
+        return d3rlpy.algos.CQLConfig(
+            actor_encoder_factory=encoder,
+            critic_encoder_factory=encoder,
+            actor_learning_rate=args.actor_lr or 1e-4,
+            critic_learning_rate=3e-4,
+            temp_learning_rate=args.entropy_lr,
+            initial_temperature=args.initial_temperature,
+            conservative_weight=5.0,
+            alpha_learning_rate=0.0,
+            n_action_samples=10,
+            **common,
+        )
+    raise SystemExit(f"unknown algorithm {algorithm}")
+
+
+def device_name(device: str) -> str:
+    """d3rlpy wants an index: cpu -> cpu:0, cuda -> cuda:0."""
+    return device if ":" in device else f"{device}:0"
+
+
+def fit(algo, dataset, steps: int) -> None:
+    import d3rlpy
+
+    algo.fit(
+        dataset,
+        n_steps=steps,
+        n_steps_per_epoch=steps,
+        show_progress=False,
+        save_interval=10**9,
+        logger_adapter=d3rlpy.logging.NoopAdapterFactory(),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["speed", "train"])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--algorithm", required=True, choices=["iql", "cql", "bc"])
+    parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[256, 256])
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--actor-lr", type=float, default=None, help="default: the algorithm's own")
+    parser.add_argument("--entropy-lr", type=float, default=1e-4)
+    parser.add_argument("--initial-temperature", type=float, default=1.0)
+    args = parser.parse_args()
+
+    import structlog
+    import torch
+
+    import d3rlpy
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    torch.set_num_threads(args.threads)
+    d3rlpy.seed(args.seed)
+    dataset, arrays = load_dataset(args.data)
+    algo = make_config(args.algorithm, arrays, args).create(device=device_name(args.device))
+    algo.build_with_dataset(dataset)
+    if args.mode == "speed":
+        fit(algo, dataset, args.warmup)
+        start, start_cpu = time.perf_counter(), time.process_time()
+        fit(algo, dataset, args.steps)
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+        print(json.dumps({"steps_per_s": args.steps / elapsed, "steps_per_cpu_s": args.steps / cpu, "threads": args.threads}))
+    else:
+        start = time.perf_counter()
+        fit(algo, dataset, args.steps)
+        algo.save_policy(args.out)
+        print(json.dumps({"seconds": time.perf_counter() - start, "policy": args.out}))
+
+
+if __name__ == "__main__":
+    main()

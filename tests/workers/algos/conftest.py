@@ -1,0 +1,51 @@
+"""Small datasets and algorithm variants shared by the algorithm tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from workers.algos.base import Normalisation, TransitionArrays
+from workers.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC, cartpole_dataset, pendulum_dataset
+
+SMALL = {"hidden_sizes": [32, 32], "batch_size": 64}
+
+VARIANTS = {
+    # id: (algorithm, discrete actions?, params)
+    "iql": ("iql", False, SMALL),
+    "iql-deterministic": ("iql", False, {**SMALL, "actor": "deterministic"}),
+    "iql-discrete": ("iql", True, SMALL),
+    "cql": ("cql", False, {**SMALL, "sampled_actions": 4}),
+    "cql-lagrange": ("cql", False, {**SMALL, "sampled_actions": 4, "lagrange_threshold": 1.0}),
+    "cql-discrete": ("cql", True, SMALL),
+    "bc": ("bc", False, SMALL),
+    "bc-nll": ("bc", False, {**SMALL, "loss": "nll"}),
+    "bc-discrete": ("bc", True, SMALL),
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def small_pendulum() -> TransitionArrays:
+    return pendulum_dataset("medium", 4, seed=0)
+
+
+@pytest.fixture(scope="session")
+def small_cartpole() -> TransitionArrays:
+    return cartpole_dataset(4, seed=0, random_action_probability=0.5)
+
+
+@pytest.fixture
+def variant_data(request, small_pendulum, small_cartpole):
+    """(algorithm name, spec, data, normalisation, params) for the variant id in request.param."""
+    name, discrete, params = VARIANTS[request.param]
+    data = small_cartpole if discrete else small_pendulum
+    spec = CARTPOLE_SPEC if discrete else PENDULUM_SPEC
+    return name, spec, data, Normalisation.from_arrays(data), params

@@ -1,0 +1,76 @@
+"""Behaviour cloning: supervised learning of the dataset's actions, the baseline every offline RL
+algorithm should beat on data of mixed quality.
+
+Continuous actions: a deterministic policy trained by mean squared error, or a Gaussian policy by
+negative log-likelihood; discrete actions: cross-entropy. Parameters: `schemas.algorithms.BCParams`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from schemas.algorithms import BCParams
+from schemas.dataset import DatasetSpec, DiscreteActionSpec
+from workers.algos.base import Normalisation, OfflineAlgorithm
+from workers.algos.nets import CategoricalActor, DeployedPolicy, DeterministicActor, GaussianActor, adam, compile_update
+from workers.algos.replay import Batch
+
+
+class BC(OfflineAlgorithm):
+    name = "bc"
+    Params = BCParams
+    params: BCParams
+
+    def __init__(
+        self,
+        params: BCParams,
+        spec: DatasetSpec,
+        normalisation: Normalisation,
+        device: torch.device,
+        seed: int,
+        total_steps: int = 1_000_000,
+    ) -> None:
+        super().__init__(params, spec, normalisation, device, seed, total_steps)
+        observation_size = spec.observation.size
+        self.actor: nn.Module
+        if isinstance(spec.action, DiscreteActionSpec):
+            self.actor = CategoricalActor(observation_size, spec.action.n, params.hidden_sizes)
+        elif params.loss == "nll":
+            self.actor = GaussianActor(observation_size, spec.action.size, params.hidden_sizes)
+        else:
+            self.actor = DeterministicActor(observation_size, spec.action.size, params.hidden_sizes)
+        self.actor.to(device)
+        self.optimiser = adam(self.actor.parameters(), params.actor_lr, device, params.compile)
+        self._update = compile_update(self._update_step, device, params.compile)
+
+    def _loss(self, batch: Batch) -> torch.Tensor:
+        if self.discrete:
+            return F.cross_entropy(self.actor(batch.observations), batch.actions)
+        if isinstance(self.actor, GaussianActor):
+            return -self.actor.log_prob(batch.observations, batch.actions).mean()
+        return (self.actor(batch.observations) - batch.actions).square().sum(-1).mean()
+
+    def _update_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        loss = self._loss(batch)
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimiser.step()
+        return {"actor_loss": loss.detach()}
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self._update(batch)
+
+    def policy(self) -> nn.Module:
+        return DeployedPolicy(self.actor, self.spec, self.normalisation)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "actor": self.actor.state_dict(), "optimiser": self.optimiser.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = state["step"]
+        self.actor.load_state_dict(state["actor"])
+        self.optimiser.load_state_dict(state["optimiser"])

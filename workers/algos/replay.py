@@ -1,0 +1,173 @@
+"""Transitions on the training device, sampled there by index.
+
+A dataset version is copied to the device once, already normalised (standardised observations,
+actions scaled to [-1, 1], scaled rewards); a batch is an index draw from a device generator and a
+gather, with no host round trip. The same buffer, filled with `add`, holds model rollouts (COMBO);
+`sample_mixed` draws one batch from two buffers at a fixed ratio (COMBO, fine-tuning).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from schemas.dataset import ActionSpec, ContinuousActionSpec
+from workers.algos.base import Normalisation, TransitionArrays
+
+
+class Batch(NamedTuple):
+    """A batch of normalised transitions on the training device."""
+
+    observations: torch.Tensor  # float32 [B, obs_size], standardised
+    actions: torch.Tensor  # float32 [B, action_size] in [-1, 1], or int64 [B]
+    rewards: torch.Tensor  # float32 [B], scaled
+    next_observations: torch.Tensor  # float32 [B, obs_size], standardised
+    terminals: torch.Tensor  # float32 [B]: 1.0 where the environment ended the episode (no bootstrap)
+
+    @staticmethod
+    def cat(first: Batch, second: Batch) -> Batch:
+        return Batch(*(torch.cat([a, b]) for a, b in zip(first, second)))
+
+
+class ReplayBuffer:
+    """Fixed-capacity transition tensors on one device; a ring once full."""
+
+    def __init__(
+        self,
+        capacity: int,
+        observation_size: int,
+        action_size: int | None,
+        device: torch.device,
+        seed: int,
+    ) -> None:
+        """`action_size` None means discrete actions (int64 indices)."""
+        if capacity < 1:
+            raise ValueError("a replay buffer needs a capacity of at least one transition")
+        self.capacity = capacity
+        self.device = device
+        self.observations = torch.zeros(capacity, observation_size, device=device)
+        self.next_observations = torch.zeros(capacity, observation_size, device=device)
+        if action_size is None:
+            self.actions = torch.zeros(capacity, dtype=torch.int64, device=device)
+        else:
+            self.actions = torch.zeros(capacity, action_size, device=device)
+        self.rewards = torch.zeros(capacity, device=device)
+        self.terminals = torch.zeros(capacity, device=device)
+        self.size = 0
+        self._next = 0
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        data: TransitionArrays,
+        normalisation: Normalisation,
+        action_spec: ActionSpec,
+        device: torch.device,
+        seed: int,
+    ) -> ReplayBuffer:
+        """The whole dataset on `device`, normalised there."""
+        if len(data) == 0:
+            raise ValueError("the dataset has no transitions to train on")
+        continuous = isinstance(action_spec, ContinuousActionSpec)
+        buffer = cls(
+            len(data),
+            data.observations.shape[1],
+            action_spec.size if continuous else None,
+            device,
+            seed,
+        )
+        buffer.add(normalise_arrays(data, normalisation, action_spec, device))
+        return buffer
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, batch: Batch) -> None:
+        """Append transitions, overwriting the oldest once full (no host synchronisation)."""
+        count = batch.rewards.shape[0]
+        if count > self.capacity:
+            batch = Batch(*(t[-self.capacity :] for t in batch))
+            count = self.capacity
+        positions = (torch.arange(count, device=self.device) + self._next) % self.capacity
+        for store, values in zip(self._stores(), batch):
+            store[positions] = values.to(store.dtype)
+        self._next = (self._next + count) % self.capacity
+        self.size = min(self.size + count, self.capacity)
+
+    def sample(self, batch_size: int) -> Batch:
+        """`batch_size` transitions drawn uniformly with replacement."""
+        if self.size == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        index = torch.randint(0, self.size, (batch_size,), device=self.device, generator=self.generator)
+        # index_select rather than store[index]: the same rows, half the time on CPU.
+        return Batch(*(store.index_select(0, index) for store in self._stores()))
+
+    def state_dict(self, include_data: bool = False) -> dict[str, Any]:
+        """The sampling state; with `include_data` the contents too (for buffers filled by `add`)."""
+        state: dict[str, Any] = {"generator": self.generator.get_state(), "size": self.size, "next": self._next}
+        if include_data:
+            state["data"] = {name: store[: self.size].clone() for name, store in zip(Batch._fields, self._stores())}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        if "data" in state:
+            for name, store in zip(Batch._fields, self._stores()):
+                values = state["data"][name]
+                store[: values.shape[0]] = values.to(self.device)
+        self.size = state["size"]
+        self._next = state["next"]
+
+    def _stores(self) -> tuple[torch.Tensor, ...]:
+        return self.observations, self.actions, self.rewards, self.next_observations, self.terminals
+
+
+def sample_mixed(first: ReplayBuffer, second: ReplayBuffer, batch_size: int, first_fraction: float) -> Batch:
+    """One batch with round(batch_size * first_fraction) rows from `first`, the rest from `second`.
+
+    An empty `second` gives the whole batch from `first`.
+    """
+    if not 0.0 <= first_fraction <= 1.0:
+        raise ValueError("first_fraction must lie in [0, 1]")
+    if len(second) == 0:
+        return first.sample(batch_size)
+    first_count = round(batch_size * first_fraction)
+    if first_count == 0:
+        return second.sample(batch_size)
+    if first_count == batch_size:
+        return first.sample(batch_size)
+    return Batch.cat(first.sample(first_count), second.sample(batch_size - first_count))
+
+
+def normalise_arrays(
+    data: TransitionArrays, normalisation: Normalisation, action_spec: ActionSpec, device: torch.device
+) -> Batch:
+    """Arrays -> one normalised Batch on `device` (the only numpy-to-device conversion in training)."""
+
+    def to_device(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+        array = np.ascontiguousarray(array)
+        if not array.flags.writeable:
+            # Arrays viewing Arrow buffers are read-only, which torch.from_numpy warns about.
+            array = array.copy()
+        return torch.from_numpy(array).to(device=device, dtype=dtype)
+
+    mean = to_device(normalisation.observation_mean, torch.float32)
+    std = to_device(normalisation.observation_std, torch.float32)
+    if isinstance(action_spec, ContinuousActionSpec):
+        low = torch.tensor(action_spec.low, dtype=torch.float32, device=device)
+        high = torch.tensor(action_spec.high, dtype=torch.float32, device=device)
+        actions = to_device(data.actions.reshape(len(data), -1), torch.float32)
+        actions = (2.0 * (actions - low) / (high - low) - 1.0).clamp(-1.0, 1.0)
+    else:
+        actions = to_device(data.actions, torch.int64)
+    return Batch(
+        observations=(to_device(data.observations, torch.float32) - mean) / std,
+        actions=actions,
+        rewards=to_device(data.rewards, torch.float32) * normalisation.reward_scale,
+        next_observations=(to_device(data.next_observations, torch.float32) - mean) / std,
+        terminals=to_device(data.terminals, torch.float32),
+    )

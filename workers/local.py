@@ -1,0 +1,150 @@
+"""Train on a local file and evaluate a policy directory, without a service.
+
+`fit_file` writes the same layout a downloaded policy has (`policy.onnx`, `policy.pt2`, `card.json`)
+plus `metrics.jsonl`, one JSON line per progress report (step, seconds since the start, mean metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+
+ProgressCallback = Callable[[int, dict[str, float]], None]
+
+
+def parse_params(assignments: Iterable[str]) -> dict[str, Any]:
+    """`key=value` strings as algorithm params; values are read as JSON when they parse, else as text.
+
+    `expectile=0.8` gives a float, `hidden_sizes=[64,64]` a list, `actor=deterministic` a string.
+    """
+    params: dict[str, Any] = {}
+    for assignment in assignments:
+        key, separator, text = assignment.partition("=")
+        key = key.strip()
+        if not separator or not key:
+            raise ValueError(f"param {assignment!r} is not key=value")
+        if key in params:
+            raise ValueError(f"param {key!r} is given twice")
+        try:
+            params[key] = json.loads(text)
+        except json.JSONDecodeError:
+            params[key] = text
+    return params
+
+
+def fit_file(
+    algorithm: str,
+    data_path: str | Path,
+    steps: int,
+    seed: int,
+    device: str,
+    out_dir: str | Path,
+    params: Mapping[str, Any] | None = None,
+    on_progress: ProgressCallback | None = None,
+    env_id: str | None = None,
+    threads: int | None = None,
+    progress_every: int | None = None,
+) -> dict[str, Any]:
+    """Train `algorithm` on the transitions in `data_path` and export the policy into `out_dir`.
+
+    Progress is reported (and logged) every `progress_every` steps, by default about 100 times a run
+    and at least every 1000 steps. Returns a summary: the files written, steps, final metrics, seconds
+    and steps per second.
+    """
+    from schemas.algorithms import ALGORITHM_PARAMS
+
+    # Arguments are checked before torch loads, so a typo fails at once.
+    if algorithm not in ALGORITHM_PARAMS:
+        raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {sorted(ALGORITHM_PARAMS)}")
+    if steps < 1:
+        raise ValueError("steps must be at least 1")
+    validated = ALGORITHM_PARAMS[algorithm].model_validate(dict(params or {}))
+
+    import torch
+
+    from workers import formats
+    from workers.algos.base import Normalisation
+    from workers.algos.data import arrays_from_arrow
+    from workers.algos.export import export_policy
+    from workers.algos.training import fit
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device cuda was asked for, but torch sees no CUDA device here")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    raw = formats.read_file(data_path)
+    spec = formats.infer_spec(raw, env_id=env_id)
+    data = arrays_from_arrow(formats.to_upload_table(raw, spec))
+    normalisation = Normalisation.from_arrays(data)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with (out / METRICS_FILE).open("w") as log:
+
+        def report(step: int, metrics: dict[str, float]) -> None:
+            line = {"step": step, "seconds": round(time.perf_counter() - started, 3), **metrics}
+            log.write(json.dumps(line) + "\n")
+            log.flush()
+            if on_progress is not None:
+                on_progress(step, metrics)
+
+        trained, result = fit(
+            algorithm,
+            data,
+            spec,
+            steps,
+            seed,
+            device=device,
+            params=validated,
+            normalisation=normalisation,
+            on_progress=report,
+            progress_every=progress_every or max(1, min(1000, steps // 100)),
+        )
+    seconds = time.perf_counter() - started
+    files = export_policy(
+        trained,
+        out,
+        card_extra={
+            "data_file": str(Path(data_path).resolve()),
+            "rows": len(data),
+            "metrics": result.metrics,
+            "training_seconds": round(seconds, 3),
+        },
+    )
+    return {
+        "out_dir": str(out),
+        "onnx": str(files.onnx),
+        "program": str(files.program),
+        "card": str(files.card),
+        "metrics_log": str(out / METRICS_FILE),
+        "algorithm": algorithm,
+        "rows": len(data),
+        "steps": result.step,
+        "metrics": result.metrics,
+        "seconds": round(seconds, 3),
+        "steps_per_second": round(result.step / seconds, 1) if seconds > 0 else None,
+    }
+
+
+def evaluate_dir(
+    policy_dir: str | Path,
+    env_id: str | None = None,
+    episodes: int = 10,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Evaluate the ONNX policy in a policy directory; the environment defaults to the card's env_id."""
+    from workers.evaluate import evaluate
+
+    directory = Path(policy_dir)
+    if env_id is None:
+        card_path = directory / "card.json"
+        card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+        env_id = card.get("env_id")
+        if not env_id:
+            raise ValueError(f"{directory} has no card naming an environment; give one with --env")
+    return evaluate(directory, env_id, episodes=episodes, seed=seed)
