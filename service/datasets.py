@@ -3,6 +3,8 @@
 Appends to one dataset are serialised by a lock held only for the commit: the body is parsed and validated
 before it. The Delta log is the source of truth: each commit carries its user version, idempotency key and
 body hash, and `reconcile` brings the catalog up to the log after a crash between the two.
+Runs of small files (online collection appends many) are merged in the background by compaction commits of
+their own, which hold no user version: version numbers and every version's files stay as they were.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from service import uploads
 from service.catalog import Catalog, CatalogConflict, EpisodeState
 from service.catalog.tables import DatasetRow, FileRow, VersionRow
 from service.errors import ApiError, not_found
+from service.settings import Settings
 from service.storage.datasets import DataFile, DatasetStorage, StagedFile
 
 log = logging.getLogger("replaybank.datasets")
@@ -58,6 +61,37 @@ class PreparedUpload:
     batch_id: str
 
 
+@dataclass(frozen=True)
+class CompactionPolicy:
+    min_small_files: int = 16
+    """Compact once the latest Delta version holds this many small files."""
+    small_file_bytes: int = 8 << 20
+    """Smaller files are merged, in runs that stop growing at this size; a client that already holds a
+    version re-downloads at most the small files' bytes after a compaction."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "CompactionPolicy":
+        return cls(min_small_files=settings.compaction_min_files, small_file_bytes=settings.compaction_small_file_bytes)
+
+    def runs(self, files: list[FileRow]) -> list[list[FileRow]]:
+        """Runs of consecutive small files (manifest order is row order) worth merging, or none."""
+        if sum(1 for file in files if file.size < self.small_file_bytes) < self.min_small_files:
+            return []
+        runs: list[list[FileRow]] = []
+        current: list[FileRow] = []
+        for file in files:
+            if file.size >= self.small_file_bytes:
+                runs.append(current)
+                current = []
+                continue
+            current.append(file)
+            if sum(member.size for member in current) >= self.small_file_bytes:
+                runs.append(current)
+                current = []
+        runs.append(current)
+        return [run for run in runs if len(run) > 1]
+
+
 def spec_of(row: DatasetRow) -> DatasetSpec:
     return _SPEC.validate_python(row.spec)
 
@@ -67,14 +101,20 @@ def _utc(moment: datetime) -> datetime:
 
 
 class Datasets:
-    def __init__(self, catalog: Catalog, storage: DatasetStorage) -> None:
+    def __init__(self, catalog: Catalog, storage: DatasetStorage, compaction: CompactionPolicy | None = None) -> None:
         self.catalog = catalog
         self.storage = storage
+        self.compaction = compaction or CompactionPolicy()
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._side_work = ThreadPoolExecutor(max_workers=2, thread_name_prefix="replaybank-stats")
+        self._compaction_work = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replaybank-compaction")
+        self._compacting: set[str] = set()
+        """Datasets with a compaction queued or running (guarded by _locks_guard): one at a time each."""
 
     def close(self) -> None:
+        # A queued compaction can wait for the next start; one already running finishes its commit or discards.
+        self._compaction_work.shutdown(wait=True, cancel_futures=True)
         self._side_work.shutdown(wait=True)
 
     def lock(self, dataset_id: str) -> threading.Lock:
@@ -343,6 +383,7 @@ class Datasets:
         finally:
             if not committed:
                 self.discard(prepared)
+        self._schedule_compaction(row.id)
         return AppendResult(version=number, rows=prepared.moments.rows)
 
     def _earlier_answer(self, dataset_id: str, key: str, body_sha256: str) -> AppendResult | None:
@@ -420,6 +461,77 @@ class Datasets:
             stats=stats,
         )
         self.catalog.record_version(version, files, updated)
+
+    # compaction
+
+    def _schedule_compaction(self, dataset_id: str) -> None:
+        """Queue a compaction check for the dataset unless one is already queued or running; never waits."""
+        with self._locks_guard:
+            if dataset_id in self._compacting:
+                return
+            self._compacting.add(dataset_id)
+        try:
+            self._compaction_work.submit(self._compact_in_background, dataset_id)
+        except RuntimeError:  # shutting down: the next append after a restart checks again
+            with self._locks_guard:
+                self._compacting.discard(dataset_id)
+
+    def _compact_in_background(self, dataset_id: str) -> None:
+        try:
+            self.compact(dataset_id)
+        except Exception:
+            # Nothing is committed unless the whole swap is: every version stays readable as it was.
+            log.exception("dataset %s: compaction failed; its files stay as they are", dataset_id)
+        finally:
+            with self._locks_guard:
+                self._compacting.discard(dataset_id)
+
+    def compact(self, dataset_id: str) -> int:
+        """Merge runs of small files of the latest Delta version in one commit of their own; returns the number
+        of files merged away. The merged files are written outside the lock (appends go on meanwhile); the
+        commit is serialised with appends and leaves every earlier Delta version, so every user version's
+        manifest, untouched."""
+        with self.lock(dataset_id):
+            dataset = self.catalog.dataset_by_id(dataset_id)
+            if dataset is None or not self.storage.exists(dataset_id):
+                return 0
+            self._catch_up(dataset_id)
+            delta_version = self.storage.latest_delta_version(dataset_id)
+        files = self._ordered_files(dataset, delta_version, dataset.latest_version)
+        runs = self.compaction.runs(files)
+        if not runs:
+            return 0
+        schema = transition_schema(spec_of(dataset))
+        staged: list[tuple[list[FileRow], StagedFile]] = []
+        committed = False
+        try:
+            for run in runs:
+                staged.append((run, self.storage.merge(dataset_id, [file.path for file in run], schema)))
+            with self.lock(dataset_id):
+                if self.catalog.dataset_by_id(dataset_id) is None or not self.storage.exists(dataset_id):
+                    return 0
+                live = {file.path for file in self.storage.files(dataset_id, self.storage.latest_delta_version(dataset_id))}
+                if any(file.path not in live for run in runs for file in run):
+                    return 0
+                # Recorded before the commit, so a manifest lists the merged file where its rows belong (the
+                # version of its first rows); a crash in between leaves only an unused catalog row.
+                self.catalog.add_files(
+                    FileRow(dataset_id=dataset_id, path=merged.path, size=merged.size, sha256=merged.sha256, rows=merged.rows, version=run[0].version)
+                    for run, merged in staged
+                )
+                self.storage.commit_compaction(
+                    dataset_id,
+                    {merged.path: [DataFile(path=file.path, size=file.size, rows=file.rows) for file in run] for run, merged in staged},
+                    [merged for _, merged in staged],
+                )
+                committed = True
+        finally:
+            if not committed:
+                for _, merged in staged:
+                    self.storage.discard(dataset_id, merged)
+        merged_away = sum(len(run) for run in runs) - len(runs)
+        log.info("dataset %s: compacted %d small files into %d", dataset.name, merged_away + len(runs), len(runs))
+        return merged_away
 
     # recovery
 
@@ -520,11 +632,20 @@ class Datasets:
         return version, self._files(row, version)
 
     def _files(self, row: DatasetRow, version: VersionRow) -> list[FileEntry]:
-        files = self.storage.files(row.id, version.delta_version)
+        ordered = self._ordered_files(row, version.delta_version, version.version)
+        return [FileEntry(path=file.path, size=file.size, sha256=file.sha256, rows=file.rows) for file in ordered]
+
+    def _ordered_files(self, row: DatasetRow, delta_version: int, version_number: int) -> list[FileRow]:
+        """The files of a Delta version in row order: by the version that first added their rows."""
+        files = self.storage.files(row.id, delta_version)
         known = self.catalog.files(row.id, [file.path for file in files])
         missing = [file for file in files if file.path not in known]
         if missing:
-            # Files not written by an append (none yet; compaction would add some) get checksums on first use.
+            # Files the catalog lacks (a rebuilt catalog) get checksums on first use; a merged file sits where
+            # the first file it replaced sat.
+            first_sources: dict[str, str] = {}
+            for compaction in self.storage.compactions(row.id):
+                first_sources.update(compaction.first_sources)
             computed = [
                 FileRow(
                     dataset_id=row.id,
@@ -532,14 +653,21 @@ class Datasets:
                     size=file.size,
                     sha256=self.storage.checksum(row.id, file.path),
                     rows=file.rows,
-                    version=version.version,
+                    version=self._first_version(row.id, file.path, first_sources, version_number),
                 )
                 for file in missing
             ]
             self.catalog.add_files(computed)
             known.update({file.path: file for file in computed})
-        ordered = sorted(known.values(), key=lambda file: (file.version, file.path))
-        return [FileEntry(path=file.path, size=file.size, sha256=file.sha256, rows=file.rows) for file in ordered]
+        return sorted(known.values(), key=lambda file: (file.version, file.path))
+
+    def _first_version(self, dataset_id: str, path: str, first_sources: dict[str, str], fallback: int) -> int:
+        while path in first_sources:
+            path = first_sources[path]
+            known = self.catalog.files(dataset_id, [path]).get(path)
+            if known is not None:
+                return known.version
+        return fallback
 
     def file(self, name: str, reference: str, file_name: str) -> tuple[FileEntry, str]:
         row = self.get(name)

@@ -12,7 +12,7 @@ from filelock import FileLock, Timeout
 
 from service.auth import WORKER_TOKEN_NAME, Tokens
 from service.catalog import Catalog
-from service.datasets import Datasets
+from service.datasets import CompactionPolicy, Datasets
 from service.query import QueryRunner
 from service.settings import Settings
 from service.storage.datasets import DatasetStorage
@@ -58,7 +58,7 @@ def open_services(settings: Settings) -> Iterator[Services]:
     try:
         catalog.create_all()
         storage = DatasetStorage(settings.data_dir)
-        datasets = Datasets(catalog, storage)
+        datasets = Datasets(catalog, storage, CompactionPolicy.from_settings(settings))
         datasets.reconcile()
         tokens = Tokens(catalog)
         configured = settings.admin_token.get_secret_value() if settings.admin_token else None

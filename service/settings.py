@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     query_threads: int = Field(default=2, ge=1, le=256)
     query_memory_limit: str = "1GB"
     """DuckDB memory limit per query, e.g. '512MB' or '2GB'."""
+    compaction_min_files: int = Field(default=16, ge=2, le=100_000)
+    """After an append, a dataset whose latest version holds this many small files is compacted in the background."""
+    compaction_small_file_bytes: int = Field(default=8 << 20, ge=1024, le=1 << 34)
+    """Files under this size are merged, in runs of about this size; larger ones are never rewritten."""
 
     @field_validator("admin_token", "worker_token")
     @classmethod

@@ -70,7 +70,8 @@ class FileRow(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     rows: Mapped[int] = mapped_column(BigInteger)
     version: Mapped[int] = mapped_column(Integer)
-    """The version whose commit added the file; manifests list files in this order, which is row order."""
+    """Where the file's rows start: the version whose commit added it, or for a compacted file the version of
+    the first file it replaced. Manifests list files in this order, which is row order."""
 
 
 class EpisodeRow(Base):

@@ -18,7 +18,7 @@ import pyarrow.dataset as pads
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties
-from deltalake.transaction import AddAction
+from deltalake.transaction import AddAction, RemoveAction
 
 METADATA_PREFIX = "replaybank."
 TABLE_CONFIGURATION = {
@@ -30,6 +30,8 @@ TABLE_CONFIGURATION = {
 BATCH_ROWS = 65_536
 ROW_GROUP_ROWS = 1 << 18
 STATS_COLUMNS = ("episode_id", "step", "reward")
+COMPACTION_KEY = "compaction"
+"""Custom metadata of a compaction commit (no `version` key): merged file -> the first file it replaced."""
 KEEP_LOG = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
 
 
@@ -49,6 +51,13 @@ class StagedFile:
     rows: int
     stats: str
     """Delta add-action statistics (JSON): row count, and min/max of the scalar columns."""
+
+
+@dataclass(frozen=True)
+class Compaction:
+    delta_version: int
+    first_sources: dict[str, str]
+    """Each merged file's path to the path of the first file it replaced (the start of its rows)."""
 
 
 @dataclass(frozen=True)
@@ -118,15 +127,63 @@ class DatasetStorage:
         table.update_incremental()
         return table.version()
 
+    def commit_compaction(self, dataset_id: str, merged: dict[str, list[DataFile]], staged: list[StagedFile]) -> int:
+        """One Delta commit swapping runs of files for the merged files holding the same rows (dataChange=false).
+
+        `merged` maps each staged file's path to the files it replaces, in row order. The commit carries no
+        user version, so `commits` and the catalog skip it; earlier Delta versions keep their files. The
+        caller serialises commits."""
+        table = self._handle(dataset_id)
+        now_ms = int(time.time() * 1000)
+        removes = [RemoveAction(file.path, False, now_ms, file.size) for sources in merged.values() for file in sources]
+        adds = [AddAction(file.path, file.size, {}, now_ms, False, file.stats) for file in staged]
+        first_sources = {path: sources[0].path for path, sources in merged.items()}
+        table.create_write_transaction(
+            [*removes, *adds],
+            mode="append",
+            schema=table.schema(),
+            commit_properties=CommitProperties(
+                custom_metadata=_prefixed({COMPACTION_KEY: json.dumps(first_sources)}), max_commit_retries=0
+            ),
+            post_commithook_properties=KEEP_LOG,
+        )
+        table.update_incremental()
+        return table.version()
+
+    def compactions(self, dataset_id: str) -> list[Compaction]:
+        """Our compaction commits, oldest first."""
+        found = []
+        for entry in DeltaTable(str(self.path(dataset_id))).history():
+            first_sources = entry.get(METADATA_PREFIX + COMPACTION_KEY)
+            if first_sources is not None:
+                found.append(Compaction(delta_version=int(entry["version"]), first_sources=json.loads(first_sources)))
+        return sorted(found, key=lambda compaction: compaction.delta_version)
+
     def remove_unreferenced(self, dataset_id: str) -> int:
-        """Delete staged files no version refers to (left by a crash before their commit). Only at start-up."""
+        """Delete staged files no version refers to (left by a crash before their commit). Only at start-up.
+
+        Only compactions remove files from the table, so every file some Delta version holds is in the
+        latest version or in the version just before a compaction."""
         referenced = {file.path for file in self.files(dataset_id, self.latest_delta_version(dataset_id))}
+        for compaction in self.compactions(dataset_id):
+            referenced.update(file.path for file in self.files(dataset_id, compaction.delta_version - 1))
         removed = 0
         for path in self.path(dataset_id).glob("*.parquet"):
             if path.name not in referenced:
                 path.unlink()
                 removed += 1
         return removed
+
+    def merge(self, dataset_id: str, paths: list[str], schema: pa.Schema) -> StagedFile:
+        """One new staged file holding the rows of `paths`, in that order."""
+        writer = self.staging_writer(dataset_id)
+        try:
+            for batch in self.batches(dataset_id, paths, schema):
+                writer.write(pa.Table.from_batches([batch]))
+            return writer.close()
+        except BaseException:
+            writer.abort()
+            raise
 
     def _handle(self, dataset_id: str) -> DeltaTable:
         table = self._handles.get(dataset_id)
