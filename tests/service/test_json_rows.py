@@ -1,4 +1,4 @@
-"""JSON uploads are parsed as they stream in (one row per line for Arrow's reader), or whole when laid out otherwise."""
+"""JSON uploads are parsed as they stream in, a few megabytes of whole rows at a time, or whole when that fails."""
 
 from __future__ import annotations
 
@@ -30,46 +30,79 @@ class Trickle(io.RawIOBase):
         return piece
 
 
-def streamed(body: bytes, step: int = 977) -> pa.Table:
-    return pa.concat_tables(list(uploads.json_parts(uploads.JsonRowLines(Trickle(body, step)), SPEC)))
+@pytest.fixture
+def small_documents(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Documents of a few rows each, so a small body is cut many times."""
+    monkeypatch.setattr(uploads, "JSON_DOCUMENT_BYTES", 1500)
 
 
-@pytest.mark.parametrize("separators", [(", ", ": "), (",", ":")], ids=["spaced", "compact"])
-def test_encoder_layouts_stream_row_by_row_and_match_the_whole_body_parse(separators: tuple[str, str]) -> None:
+def streamed_parts(body: bytes, step: int = 977) -> list[pa.Table]:
+    return list(uploads.json_parts(uploads.JsonRowLines(Trickle(body, step)), SPEC))
+
+
+@pytest.mark.parametrize(
+    ("layout", "cut"),
+    [({"separators": (", ", ": ")}, True), ({"separators": (",", ":")}, True), ({"indent": 2}, True), ({"separators": (" , ", " : ")}, False)],
+    ids=["spaced", "compact", "indented", "space before a comma"],
+)
+def test_encoder_layouts_stream_and_match_the_whole_body_parse(small_documents: None, layout: dict, cut: bool) -> None:
+    # Rows are cut only after a `},`; a layout without one still streams, as a single document.
     table = rows(episodes=3, length=40, source="policy:x")
-    body = json.dumps({"rows": table.to_pylist()}, separators=separators).encode()
-    fast = streamed(body)
-    assert fast.num_rows == 120
-    assert fast.equals(uploads.parse(body, uploads.JSON, SPEC))
+    body = json.dumps({"rows": table.to_pylist()}, **layout).encode()
+    parts = streamed_parts(body)
+    assert (len(parts) > 10) if cut else (len(parts) == 1)
+    streamed = pa.concat_tables(parts)
+    assert streamed.num_rows == 120
+    assert streamed.equals(uploads.parse(body, uploads.JSON, SPEC))
+
+
+def test_an_empty_rows_list_streams_as_no_rows() -> None:
+    assert sum(part.num_rows for part in streamed_parts(b'{"rows": []}')) == 0
+
+
+def test_a_cut_inside_a_string_never_changes_rows(small_documents: None) -> None:
+    # Every row's source holds the row separator `},`. Reads of every size between 40 and 120 bytes move
+    # where the documents are cut; a cut inside a string must fail (the whole body is then parsed), never
+    # give other rows.
+    odd = 'odd}, {"source": "x'
+    body = json.dumps({"rows": [{**row, "source": odd} for row in rows(episodes=1, length=20).to_pylist()]}).encode()
+    expected = uploads.parse(body, uploads.JSON, SPEC)
+    assert expected.column("source").to_pylist() == [odd] * 20
+    for step in range(40, 120):
+        lines = uploads.JsonRowLines(Trickle(body, step))
+        try:
+            streamed = pa.concat_tables(list(uploads.json_parts(lines, SPEC)))
+        except uploads.NotRowLines:
+            assert lines.whole_body() == body
+        else:
+            assert streamed.equals(expected)
+
+
+def test_a_document_cut_inside_a_string_is_refused(small_documents: None) -> None:
+    # One row: its only `},` lies inside its source, so the first cut is there.
+    row = {**rows(episodes=1, length=1).to_pylist()[0], "source": "a}," + "x" * 8000}
+    body = json.dumps({"rows": [row]}).encode()
+    lines = uploads.JsonRowLines(Trickle(body, 100))
+    with pytest.raises(uploads.NotRowLines):
+        list(uploads.json_parts(lines, SPEC))
+    assert uploads.parse(lines.whole_body(), uploads.JSON, SPEC).column("source").to_pylist() == [row["source"]]
 
 
 @pytest.mark.parametrize(
     "body",
     [
-        json.dumps({"rows": rows(episodes=1, length=3).to_pylist()}, separators=(" , ", ": ")).encode(),
-        json.dumps({"rows": [{**row, "source": 'odd}, {"source": "x'} for row in rows(episodes=1, length=3).to_pylist()]}).encode(),
-        b'{"rows": []}',
         b'{"rows": [{"episode_id": 1}], "more": 1}',
+        b'{"more": 1, "rows": [{"episode_id": 1}]}',
+        json.dumps({"rows": rows(episodes=1, length=2).to_pylist()}).encode() * 2,
+        b'[{"rows": []}]',
     ],
-    ids=["space before a comma", "separator inside a string", "empty", "trailing key"],
+    ids=["trailing key", "leading key", "two documents", "not an object"],
 )
-def test_other_layouts_are_left_to_the_whole_body_path(body: bytes) -> None:
+def test_bodies_other_than_one_rows_object_are_left_to_the_whole_body_path(body: bytes) -> None:
     lines = uploads.JsonRowLines(Trickle(body, 50))
     with pytest.raises(uploads.NotRowLines):
         list(uploads.json_parts(lines, SPEC))
     assert lines.whole_body() == body
-
-
-@pytest.mark.parametrize("length", [1, 40])
-def test_indented_bodies_give_the_same_rows_streamed_or_whole(length: int) -> None:
-    # A pretty-printed row spans lines; the streaming reader takes it whole or refuses it, never mangles it.
-    body = json.dumps({"rows": rows(episodes=3, length=length).to_pylist()}, indent=2).encode()
-    lines = uploads.JsonRowLines(Trickle(body, 977))
-    try:
-        parsed = pa.concat_tables(list(uploads.json_parts(lines, SPEC)))
-    except uploads.NotRowLines:
-        parsed = uploads.parse(lines.whole_body(), uploads.JSON, SPEC)
-    assert parsed.num_rows == 3 * length and parsed.equals(uploads.parse(body, uploads.JSON, SPEC))
 
 
 def test_a_string_with_a_separator_still_uploads_exactly(client) -> None:
