@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import service_unavailable
+
 ROOT = Path(__file__).resolve().parents[1]
 REPLAYBANK = str(Path(sys.executable).with_name("replaybank"))
 
@@ -19,10 +21,7 @@ REPLAYBANK = str(Path(sys.executable).with_name("replaybank"))
 def compose() -> dict:
     executable = shutil.which("docker-compose")
     if executable is None:
-        message = "docker-compose is not installed (Debian: apt-get install docker-compose)"
-        if os.environ.get("REPLAYBANK_REQUIRE_SERVICES") == "1":
-            pytest.fail(message + "; REPLAYBANK_REQUIRE_SERVICES=1 forbids skipping", pytrace=False)
-        pytest.skip(message)
+        service_unavailable("docker-compose is not installed (Debian: apt-get install docker-compose)")
     env = dict(os.environ, REPLAYBANK_ADMIN_TOKEN="admin-secret", REPLAYBANK_WORKER_TOKEN="worker-secret")
     result = subprocess.run(
         [executable, "--profile", "gpu", "config"], cwd=ROOT, env=env, capture_output=True, text=True, check=False
