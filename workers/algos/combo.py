@@ -158,12 +158,7 @@ class COMBO(CQL):
         """CQL's SAC step on the mixed batch, conservative on model states; the first rows are the real ones."""
         real_rows = round(batch.rewards.shape[0] * self.params.real_ratio)
         metrics = self._update_actor(batch)
-        with torch.no_grad():
-            next_actions, next_log_prob = self.actor.sample(batch.next_observations)
-            next_q = self.target_critic(batch.next_observations, next_actions).min(0).values
-            if self.params.backup_entropy:
-                next_q = next_q - metrics["entropy_temperature"] * next_log_prob
-            target = batch.rewards + self.params.gamma * (1.0 - batch.terminals) * next_q
+        target = self._soft_target(batch, metrics["entropy_temperature"])
         q = self.critic(batch.observations, batch.actions)
         model_rows = Batch(*(part[real_rows:] for part in batch))
         push_down = torch.logsumexp(self._proposal_q(model_rows), dim=-1).mean(-1)

@@ -129,15 +129,19 @@ class CQL(OfflineAlgorithm):
         corrected = (q - log_density).reshape(q.shape[0], 3, size, count)
         return corrected.permute(0, 2, 1, 3).reshape(q.shape[0], size, 3 * count)
 
+    @torch.no_grad()
+    def _soft_target(self, batch: Batch, temperature: torch.Tensor) -> torch.Tensor:
+        """SAC's Bellman target from the twin target critics' minimum, with the entropy bonus when backed up."""
+        next_actions, next_log_prob = self.actor.sample(batch.next_observations)
+        next_q = self.target_critic(batch.next_observations, next_actions).min(0).values
+        if self.params.backup_entropy:
+            next_q = next_q - temperature * next_log_prob
+        # Only a terminal stops bootstrapping; a truncated row still bootstraps from s'.
+        return batch.rewards + self.params.gamma * (1.0 - batch.terminals) * next_q
+
     def _continuous_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         metrics = self._update_actor(batch)
-        with torch.no_grad():
-            next_actions, next_log_prob = self.actor.sample(batch.next_observations)
-            next_q = self.target_critic(batch.next_observations, next_actions).min(0).values
-            if self.params.backup_entropy:
-                next_q = next_q - metrics["entropy_temperature"] * next_log_prob
-            # Only a terminal stops bootstrapping; a truncated row still bootstraps from s'.
-            target = batch.rewards + self.params.gamma * (1.0 - batch.terminals) * next_q
+        target = self._soft_target(batch, metrics["entropy_temperature"])
         q_data = self.critic(batch.observations, batch.actions)
         gap = conservative_gap(self._proposal_q(batch), q_data)
         metrics.update(self._critic_step(q_data, target, gap))
