@@ -59,6 +59,7 @@ class Service:
     url: str
     token: str
     data_dir: Path
+    pid: int
 
 
 @contextmanager
@@ -97,7 +98,7 @@ def running_service(data_dir: Path) -> Iterator[Service]:
             if time.monotonic() > deadline:
                 raise RuntimeError("the service did not answer /healthz within 60 s")
             time.sleep(0.2)
-        yield Service(url, token, data_dir)
+        yield Service(url, token, data_dir, process.pid)
     finally:
         process.terminate()
         try:
@@ -105,6 +106,15 @@ def running_service(data_dir: Path) -> Iterator[Service]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time of another process so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def best_of_rounds(rounds: int, runs: list[Callable[[], None]]) -> list[float]:

@@ -23,6 +23,9 @@ _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 RangeReader = Callable[[int], tuple[int, Iterator[bytes]]]
 """Given an offset, open the file there; returns the offset the source actually starts at and its bytes."""
 
+WrittenObserver = Callable[[int, bytes], None]
+"""Called with (file offset, chunk) after each downloaded chunk is written, in file order."""
+
 
 class ChecksumMismatch(Exception):
     """A downloaded file's SHA-256 is not the one the manifest promised; nothing was kept."""
@@ -59,11 +62,14 @@ class FileCache:
         size: int,
         open_at: RangeReader,
         on_bytes: Callable[[int], None] | None = None,
+        on_written: WrittenObserver | None = None,
     ) -> tuple[Path, int]:
         """The cached file for `digest`, downloading what is missing; returns (path, bytes transferred).
 
         The download resumes from a partial file left by an earlier attempt. A lock file keeps two
-        processes sharing the cache from writing the same partial file at once.
+        processes sharing the cache from writing the same partial file at once. `on_written` sees
+        the downloaded chunks (not those already on disk) on the writer thread, before the checksum
+        is known: whatever it makes of them must be dropped if this raises `ChecksumMismatch`.
         """
         final = self.path(digest)
         if self.has(digest, size):
@@ -74,7 +80,7 @@ class FileCache:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if self.has(digest, size):  # another process finished it while we waited
                 return final, 0
-            transferred = self._download(digest, size, partial, open_at, on_bytes)
+            transferred = self._download(digest, size, partial, open_at, on_bytes, on_written)
             # No fsync: a process crash cannot tear a renamed file, and a file cut short by a power
             # loss fails the size check in `has` and is fetched again.
             os.replace(partial, final)
@@ -87,6 +93,7 @@ class FileCache:
         partial: Path,
         open_at: RangeReader,
         on_bytes: Callable[[int], None] | None,
+        on_written: WrittenObserver | None,
     ) -> int:
         have = partial.stat().st_size if partial.exists() else 0
         if have > size:
@@ -104,7 +111,7 @@ class FileCache:
                     break
                 hasher.update(block)
             out.seek(start)
-            with _Sink(out, hasher) as sink:
+            with _Sink(out, hasher, start, on_written) as sink:
                 for chunk in chunks:
                     sink.put(chunk)
                     transferred += len(chunk)
@@ -122,9 +129,11 @@ class _Sink:
     (File writes and SHA-256 of large buffers release the GIL.)
     """
 
-    def __init__(self, out: BinaryIO, hasher: Any) -> None:
+    def __init__(self, out: BinaryIO, hasher: Any, offset: int, on_written: WrittenObserver | None) -> None:
         self._out = out
         self._hasher = hasher
+        self._offset = offset
+        self._on_written = on_written
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=32)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._drain, name="replaybank-cache-writer", daemon=True)
@@ -145,6 +154,9 @@ class _Sink:
             try:
                 self._out.write(chunk)
                 self._hasher.update(chunk)
+                if self._on_written is not None:
+                    self._on_written(self._offset, chunk)
+                self._offset += len(chunk)
             except BaseException as error:  # handed to the producer thread, which raises it
                 self._error = error
 

@@ -41,7 +41,9 @@ from schemas.dataset import (
 from schemas.tokens import TokenCreated, TokenPublic
 from schemas.transition import transition_schema
 from workers import formats
-from workers.cache import FileCache
+from workers.cache import FileCache, WrittenObserver
+from workers.decode import StreamingDecoder, footer_size, read_parquet
+from workers.download import BulkDownloader, TransferFailed
 
 Version = int | str
 """A version number, `latest`, or a tag."""
@@ -50,6 +52,7 @@ Progress = Callable[[int, int], None]
 """Called with (bytes done, bytes in all) as a transfer advances."""
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+ResultT = TypeVar("ResultT")
 
 CONTENT_TYPES = {
     "arrow": "application/vnd.apache.arrow.stream",
@@ -64,6 +67,15 @@ FETCH_THREADS = 4
 
 UPLOAD_PIECE = 1 << 20
 """The largest piece of a request body handed to the HTTP stack at once."""
+
+BULK_DOWNLOAD_BYTES = 4 << 20
+"""Files from this size on come down through `BulkDownloader` (smaller ones reuse httpx's pooled connections)."""
+
+STREAMED_DECODE_BYTES = 16 << 20
+"""Files from this size on are decoded while they download (smaller ones gain less than the footer request costs)."""
+
+FOOTER_GUESS = 64 << 10
+"""Bytes asked for first when fetching a Parquet footer; a larger footer takes a second request."""
 
 
 class ReplaybankError(Exception):
@@ -118,6 +130,12 @@ class ReplaybankClient:
         )
         self.retries = retries
         self.cache = cache if isinstance(cache, FileCache) else FileCache(cache)
+        # Large files come down through http.client (see workers/download.py), unless a transport was
+        # injected or a proxy applies, which only httpx knows how to use.
+        self._bulk: BulkDownloader | None = None
+        if transport is None and BulkDownloader.usable_for(url):
+            ssl_context = httpx.create_ssl_context() if url.startswith("https:") else None
+            self._bulk = BulkDownloader(url, headers, timeout, ssl_context)
 
     def close(self) -> None:
         self._http.close()
@@ -354,8 +372,64 @@ class ReplaybankClient:
     def pull_files(self, name: str, version: Version = "latest", *, on_progress: Progress | None = None) -> PulledFiles:
         """Bring every file of a version into the cache, downloading only those not there yet."""
         manifest = self.files(name, version)
-        entries = manifest.data
-        missing = [entry for entry in entries if not self.cache.has(entry.sha256, entry.size)]
+        missing = [entry for entry in manifest.data if not self.cache.has(entry.sha256, entry.size)]
+
+        def fetch(entry: FileEntry, advanced: Callable[[int], None]) -> None:
+            self._fetch_file(name, manifest.version, entry, advanced)
+
+        _, transferred = self._for_each_file(missing, missing, on_progress, fetch)
+        return PulledFiles(
+            version=manifest.version,
+            paths=[self.cache.path(entry.sha256) for entry in manifest.data],
+            total_bytes=sum(entry.size for entry in manifest.data),
+            transferred_bytes=transferred,
+        )
+
+    def pull(self, name: str, version: Version = "latest", *, on_progress: Progress | None = None) -> pa.Table:
+        """A whole version as one Arrow table in the dataset's schema, through the local file cache.
+
+        A large file that is not cached yet is decoded row group by row group while it downloads, so
+        reading overlaps the transfer; its rows are returned only once the file's checksum matches.
+        """
+        return self._pull(name, version, on_progress)[0]
+
+    def _pull(self, name: str, version: Version, on_progress: Progress | None) -> tuple[pa.Table, PulledFiles]:
+        schema = transition_schema(self.get_dataset(name))
+        manifest = self.files(name, version)
+        missing = [entry for entry in manifest.data if not self.cache.has(entry.sha256, entry.size)]
+
+        def table_of(entry: FileEntry, advanced: Callable[[int], None]) -> pa.Table:
+            if entry.size >= STREAMED_DECODE_BYTES and not self.cache.has(entry.sha256, entry.size):
+                return self._fetch_decoding(name, manifest.version, entry, schema.names, advanced)
+            self._fetch_file(name, manifest.version, entry, advanced)
+            return read_parquet(self.cache.path(entry.sha256), schema.names)
+
+        tables, transferred = self._for_each_file(manifest.data, missing, on_progress, table_of)
+        if not tables:
+            table = schema.empty_table()
+        else:
+            table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
+            # Delta Lake stores fixed-size lists as plain lists; the cast restores them.
+            table = table.cast(schema)
+        pulled = PulledFiles(
+            version=manifest.version,
+            paths=[self.cache.path(entry.sha256) for entry in manifest.data],
+            total_bytes=sum(entry.size for entry in manifest.data),
+            transferred_bytes=transferred,
+        )
+        return table, pulled
+
+    def _for_each_file(
+        self,
+        entries: list[FileEntry],
+        missing: list[FileEntry],
+        on_progress: Progress | None,
+        work: Callable[[FileEntry, Callable[[int], None]], ResultT],
+    ) -> tuple[list[ResultT], int]:
+        """`work(entry, advanced)` for each entry, several at once; returns the results and bytes downloaded.
+
+        `advanced(count)` reports downloaded bytes to `on_progress`, out of the size of `missing`.
+        """
         to_fetch = sum(entry.size for entry in missing)
         done = 0
         counting = threading.Lock()
@@ -367,42 +441,52 @@ class ReplaybankClient:
                 if on_progress is not None:
                     on_progress(done, to_fetch)
 
-        if len(missing) == 1:
-            self._fetch_file(name, manifest.version, missing[0], advanced)
-        elif missing:
-            # Several connections at once hide each one's latency and per-file costs; a few are enough.
-            with ThreadPoolExecutor(min(FETCH_THREADS, len(missing)), thread_name_prefix="replaybank-pull") as pool:
-                fetches = [pool.submit(self._fetch_file, name, manifest.version, entry, advanced) for entry in missing]
+        if len(entries) <= 1:
+            results = [work(entry, advanced) for entry in entries]
+        else:
+            # Several connections at once hide each one's latency and per-file costs, and decoding
+            # releases the GIL; a few are enough.
+            with ThreadPoolExecutor(min(FETCH_THREADS, len(entries)), thread_name_prefix="replaybank-pull") as pool:
+                futures = [pool.submit(work, entry, advanced) for entry in entries]
                 try:
-                    for fetch in fetches:
-                        fetch.result()
+                    results = [future.result() for future in futures]
                 finally:
-                    for fetch in fetches:
-                        fetch.cancel()
+                    for future in futures:
+                        future.cancel()
         if on_progress is not None:
             on_progress(done, to_fetch)
-        return PulledFiles(
-            version=manifest.version,
-            paths=[self.cache.path(entry.sha256) for entry in entries],
-            total_bytes=sum(entry.size for entry in entries),
-            transferred_bytes=done,
-        )
+        return results, done
 
-    def _fetch_file(self, name: str, version: int, entry: FileEntry, advanced: Callable[[int], None]) -> None:
+    def _file_url(self, name: str, version: int, entry: FileEntry) -> str:
+        return f"{_version(name, version)}/files/{quote(entry.path, safe='')}"
+
+    def _fetch_file(
+        self,
+        name: str,
+        version: int,
+        entry: FileEntry,
+        advanced: Callable[[int], None],
+        on_written: WrittenObserver | None = None,
+    ) -> None:
         """Download one file into the cache, resuming with HTTP Range after a broken connection."""
-        url = f"{_version(name, version)}/files/{quote(entry.path, safe='')}"
+        url = self._file_url(name, version, entry)
 
         def open_at(offset: int) -> tuple[int, Iterator[bytes]]:
             headers = {"Range": f"bytes={offset}-"} if offset else {}
+            if self._bulk is not None and entry.size >= BULK_DOWNLOAD_BYTES:
+                opened = self._bulk.get(url, headers)
+                if opened.status >= 400:
+                    raise _error_from(httpx.Response(opened.status, headers=opened.headers, content=b"".join(opened.pieces)))
+                return (offset if opened.status == 206 else 0), opened.pieces
             response = self._request("GET", url, headers=headers, stream=True)
             start = offset if response.status_code == 206 else 0
             return start, _chunks(response)
 
         for attempt in range(self.retries + 1):
             try:
-                self.cache.fetch(entry.sha256, entry.size, open_at, advanced)
+                self.cache.fetch(entry.sha256, entry.size, open_at, advanced, on_written)
                 return
-            except httpx.TransportError as error:
+            except (httpx.TransportError, TransferFailed) as error:
                 # What arrived stays in the partial file; the next attempt asks for the rest.
                 if attempt >= self.retries:
                     raise ReplaybankError(
@@ -410,11 +494,22 @@ class ReplaybankClient:
                     ) from error
                 time.sleep(min(0.25 * 2**attempt, 4.0))
 
-    def pull(self, name: str, version: Version = "latest", *, on_progress: Progress | None = None) -> pa.Table:
-        """A whole version as one Arrow table in the dataset's schema, through the local file cache."""
-        spec = self.get_dataset(name)
-        pulled = self.pull_files(name, version, on_progress=on_progress)
-        return read_version_files(pulled.paths, spec)
+    def _fetch_decoding(
+        self, name: str, version: int, entry: FileEntry, columns: list[str], advanced: Callable[[int], None]
+    ) -> pa.Table:
+        """Download one Parquet file into the cache and return its rows, decoded while it arrives."""
+        tail = self._file_tail(self._file_url(name, version, entry), entry.size)
+        with StreamingDecoder(tail, entry.size, columns) as decoder:
+            self._fetch_file(name, version, entry, advanced, on_written=decoder.received)
+            return decoder.table(self.cache.path(entry.sha256))
+
+    def _file_tail(self, url: str, size: int) -> bytes:
+        """The end of a Parquet file holding its whole footer (two suffix Range requests at most)."""
+        tail = self._request("GET", url, headers={"Range": f"bytes=-{min(FOOTER_GUESS, size)}"}).content
+        needed = footer_size(tail)
+        if needed is not None and len(tail) < needed <= size:
+            tail = self._request("GET", url, headers={"Range": f"bytes=-{needed}"}).content
+        return tail
 
     def pull_to_file(
         self, name: str, version: Version, out: str | Path, *, on_progress: Progress | None = None
@@ -423,8 +518,8 @@ class ReplaybankClient:
         formats.output_format(out)  # refuse an unknown suffix before downloading anything
         dataset = self.get_dataset(name)
         spec = DatasetSpec(observation=dataset.observation, action=dataset.action, env_id=dataset.env_id)
-        pulled = self.pull_files(name, version, on_progress=on_progress)
-        formats.write_file(read_version_files(pulled.paths, spec), out, spec)
+        table, pulled = self._pull(name, version, on_progress)
+        formats.write_file(table, out, spec)
         return pulled
 
     def pull_stream(self, name: str, version: Version = "latest") -> pa.Table:
@@ -461,27 +556,6 @@ class ReplaybankClient:
 
     def revoke_token(self, token_id: str) -> None:
         self._request("DELETE", f"/v1/tokens/{quote(token_id, safe='')}")
-
-
-def read_version_files(paths: list[Path], spec: DatasetSpec) -> pa.Table:
-    """Read a version's Parquet files into one table cast to the dataset's schema.
-
-    Delta Lake stores fixed-size lists as plain lists, so the cast restores them.
-    """
-    schema = transition_schema(spec)
-    if not paths:
-        return schema.empty_table()
-    # Cached files are immutable and replaced only by rename, so mapping them is safe, and it spares
-    # copying each file through read buffers before decoding.
-    read = functools.partial(pq.read_table, columns=schema.names, memory_map=True)
-    if len(paths) == 1:
-        tables = [read(paths[0])]
-    else:
-        # Decoding releases the GIL, so files read side by side keep every core busy through small files.
-        with ThreadPoolExecutor(min(FETCH_THREADS, len(paths)), thread_name_prefix="replaybank-read") as pool:
-            tables = list(pool.map(read, paths))
-    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
-    return table.cast(schema)
 
 
 def _pieces(data: bytes) -> Iterator[memoryview]:

@@ -16,7 +16,8 @@ from schemas.dataset import ContinuousActionSpec, DatasetSpec, ObservationSpec
 from schemas.transition import CLIENT_COLUMNS, transition_schema
 from tests.e2e.conftest import Server
 from tests.e2e.shared_server import shared_server
-from workers.cache import FileCache
+from workers import client as client_module
+from workers.cache import ChecksumMismatch, FileCache
 from workers.client import CONTENT_TYPES, FETCH_THREADS, UPLOAD_PIECE, ReplaybankClient, ReplaybankError
 from workers.formats import upload_schema
 
@@ -65,6 +66,16 @@ def dataset() -> str:
     return f"grid-{uuid.uuid4().hex[:8]}"
 
 
+@pytest.fixture(params=["httpx", "bulk-streamed"])
+def transfer(request, monkeypatch) -> str:
+    """How file bodies come down: the small test files take httpx, unless every file is made "large"
+    so it goes through http.client and is decoded while it downloads."""
+    if request.param == "bulk-streamed":
+        monkeypatch.setattr(client_module, "BULK_DOWNLOAD_BYTES", 0)
+        monkeypatch.setattr(client_module, "STREAMED_DECODE_BYTES", 0)
+    return request.param
+
+
 @pytest.fixture
 def client(server, tmp_path, dataset):
     with ReplaybankClient(server.url, server.admin_token, cache=tmp_path / "cache") as client:
@@ -72,7 +83,7 @@ def client(server, tmp_path, dataset):
         yield client
 
 
-def test_upload_in_each_content_type_then_pull_and_stream(client, dataset) -> None:
+def test_upload_in_each_content_type_then_pull_and_stream(client, dataset, transfer) -> None:
     arrow_rows, parquet_rows, json_rows = rows(3, 10), rows(2, 5, first_episode=3, seed=1), rows(1, 4, first_episode=5, seed=2)
     progress: list[tuple[int, int]] = []
 
@@ -104,7 +115,7 @@ def test_a_retried_upload_with_the_same_key_adds_nothing(client, dataset) -> Non
     assert refused.value.status == 409
 
 
-def test_incremental_pull_downloads_only_new_files_and_resumes_a_partial_one(client, dataset, tmp_path) -> None:
+def test_incremental_pull_downloads_only_new_files_and_resumes_a_partial_one(client, dataset, tmp_path, transfer) -> None:
     client.upload(dataset, rows(20, 50))
     first = client.pull_files(dataset, 1)
     assert first.transferred_bytes == first.total_bytes > 0
@@ -129,7 +140,7 @@ def test_incremental_pull_downloads_only_new_files_and_resumes_a_partial_one(cli
     assert client.cache.path(entry.sha256).read_bytes() == content
 
 
-def test_bodies_and_versions_larger_than_one_piece_move_whole(client, dataset) -> None:
+def test_bodies_and_versions_larger_than_one_piece_move_whole(client, dataset, transfer) -> None:
     """Bodies go out in pieces of UPLOAD_PIECE bytes and many files come down at once; nothing is lost."""
     arrow_rows = rows(100, 100, seed=4)
     json_rows = rows(80, 100, first_episode=100, seed=5)
@@ -151,6 +162,37 @@ def test_bodies_and_versions_larger_than_one_piece_move_whole(client, dataset) -
     assert len(files.paths) == 2 + 2 * FETCH_THREADS and files.transferred_bytes == 0
     assert pulled_progress[-1] == (files.total_bytes, files.total_bytes)
     assert [done for done, _ in pulled_progress] == sorted(done for done, _ in pulled_progress)
+
+
+def test_a_file_corrupted_on_the_server_is_refused_and_nothing_is_kept(client, dataset, server, transfer) -> None:
+    client.upload(dataset, rows(20, 50))
+    entry = client.files(dataset, 1).data[0]
+    (stored,) = server.data_dir.rglob(entry.path)
+    content = bytearray(stored.read_bytes())
+    content[len(content) // 3] ^= 0xFF  # inside the first row group's data: it still decodes
+    stored.write_bytes(bytes(content))
+
+    with pytest.raises(ChecksumMismatch):
+        client.pull(dataset, 1)
+
+    assert not client.cache.has(entry.sha256)
+    assert not list(client.cache.root.rglob("*.partial"))
+
+
+def test_bulk_download_errors_carry_the_envelope(client, dataset, server, monkeypatch) -> None:
+    monkeypatch.setattr(client_module, "BULK_DOWNLOAD_BYTES", 0)
+    client.upload(dataset, rows(2, 5))
+    entry = client.files(dataset, 1).data[0]
+    missing = entry.model_copy(update={"path": "part-not-there.parquet"})
+
+    with pytest.raises(ReplaybankError) as refused:
+        client._fetch_file(dataset, 1, missing, lambda count: None)
+    assert (refused.value.status, refused.value.code, refused.value.field) == (404, "not_found", "file")
+
+    with ReplaybankClient(server.url, "not-a-token", cache=client.cache.root) as stranger:
+        with pytest.raises(ReplaybankError) as unauthorised:
+            stranger._fetch_file(dataset, 1, entry, lambda count: None)
+    assert unauthorised.value.status == 401
 
 
 def test_query_in_json_and_arrow(client, dataset) -> None:
