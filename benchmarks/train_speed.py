@@ -85,7 +85,35 @@ def measure_ours(algorithm: str, arrays: dict[str, np.ndarray], steps: int, warm
     train(trained, replay, warmup + steps, 256, progress_every=warmup + steps + 1, precision=precision)
     synchronise(device)
     elapsed, cpu = time.perf_counter() - start, time.process_time() - start_cpu
-    return {"steps_per_s": steps / elapsed, "steps_per_cpu_s": steps / cpu}
+    return {"steps_per_s": steps / elapsed, "steps_per_cpu_s": steps / cpu,
+            "flops_per_step": flops_per_step(trained, replay)}
+
+
+def flops_per_step(algorithm, replay) -> float:
+    """Matrix-product FLOPs of one update, forward and backward (torch's FLOP counter; one extra update)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    batch = replay.sample(256)
+    with FlopCounterMode(display=False) as counter:
+        algorithm.update(batch)
+    return float(counter.get_total_flops())
+
+
+def matmul_flops_per_s(threads: int, device: str) -> float:
+    """This device's float32 rate on the critics' largest product ([7936, 256] x [256, 256]), best of 5."""
+    import torch
+
+    torch.set_num_threads(threads)
+    left, right = torch.randn(7936, 256, device=device), torch.randn(256, 256, device=device)
+    repeats, best = 20, float("inf")
+    for _ in range(5):
+        synchronise(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            torch.mm(left, right)
+        synchronise(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * 7936 * 256 * 256 * repeats / best
 
 
 def synchronise(device: str) -> None:
@@ -125,6 +153,15 @@ def main() -> None:
     if not args.baseline_python.exists():
         sys.exit(f"{args.baseline_python} is missing: run benchmarks/setup_baseline_venv.sh first")
 
+    if args.bfloat16 and args.device == "cpu":
+        import torch
+
+        from workers.algos.training import native_bfloat16
+
+        if not native_bfloat16(torch.device("cpu")):
+            print("bfloat16 runs skipped: this CPU has no bfloat16 matrix instructions (emulated, ~50x slower)",
+                  file=sys.stderr)
+            args.bfloat16 = False
     arrays = hopper_shaped(args.rows, seed=0)
     results: dict[tuple[str, str, int], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -170,6 +207,21 @@ def main() -> None:
                 wall = f"{ours_wall:>10.1f}{theirs_wall:>10.1f}{ours_wall / theirs_wall:>7.2f}x"
                 cpu = f"{ours_cpu:>12.1f}{theirs_cpu:>14.1f}{ours_cpu / theirs_cpu:>7.2f}x"
                 print(f"{algorithm:<10}{threads:>8}{wall}{cpu}")
+    print()
+    print("how far float32 can go here: an update's matrix-product FLOPs (the same math as d3rlpy's) at this")
+    print("device's best float32 matmul rate, as if nothing else took any time:")
+    header = f"{'algorithm':<10}{'threads':>8}{'GFLOP/step':>12}{'GFLOP/s':>9}{'ceiling/s':>11}" \
+             f"{'ceiling/d3rlpy':>16}{'ours/ceiling':>14}"
+    print(header)
+    print("-" * len(header))
+    for threads in args.threads:
+        rate = matmul_flops_per_s(threads, args.device)
+        for algorithm in args.algorithms:
+            flops = results[("ours", algorithm, threads)][-1]["flops_per_step"]
+            ceiling = rate / flops
+            theirs, ours = best("d3rlpy", algorithm, threads, "steps_per_s"), best("ours", algorithm, threads, "steps_per_s")
+            print(f"{algorithm:<10}{threads:>8}{flops / 1e9:>12.3f}{rate / 1e9:>9.0f}{ceiling:>11.1f}"
+                  f"{ceiling / theirs:>15.2f}x{ours / ceiling:>13.0%}")
     print()
     print("each at its best thread count (wall clock; d3rlpy always float32):")
     for algorithm in args.algorithms:

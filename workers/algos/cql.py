@@ -115,11 +115,10 @@ class CQL(OfflineAlgorithm):
         size = batch.observations.shape[0]
         with torch.no_grad():
             observations = batch.observations.repeat_interleave(count, dim=0)
-            next_observations = batch.next_observations.repeat_interleave(count, dim=0)
             uniform = torch.rand(size * count, self.action_size, device=self.device) * 2.0 - 1.0
             uniform_log_density = -self.action_size * math.log(2.0)
-            current, current_log_prob = self.actor.sample(observations)
-            following, following_log_prob = self.actor.sample(next_observations)
+            current, current_log_prob = self.actor.sample(batch.observations, count)
+            following, following_log_prob = self.actor.sample(batch.next_observations, count)
         # All three sets are scored at s; pi(.|s') only proposes actions (as in the paper's code).
         stacked_actions = torch.cat([uniform, current, following])
         q = self.critic(observations.repeat(3, 1), stacked_actions)

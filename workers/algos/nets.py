@@ -57,6 +57,11 @@ class EnsembleLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(ensemble_size, 1, output_size).uniform_(-bound, bound))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight.shape[-1] == 1:
+            # One output (a critic's head): multiply-and-sum. As a batched matrix product its backward
+            # becomes batched outer and matrix-vector products, which took 1.7x (7,936 rows) to 3.5x
+            # (256 rows) as long on one CPU core.
+            return (x * self.weight.transpose(1, 2)).sum(-1, keepdim=True) + self.bias
         if x.dim() == 2:
             x = x.expand(self.ensemble_size, *x.shape)
         return torch.baddbmm(self.bias, x, self.weight)
@@ -176,9 +181,15 @@ class TanhGaussianActor(nn.Module):
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self._mean_log_std(observations)[0])
 
-    def sample(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A reparameterised action in [-1, 1] [B, A] and its log-density [B] (torch's global RNG)."""
+    def sample(self, observations: torch.Tensor, count: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """`count` reparameterised actions per state in [-1, 1], [B * count, A] (each state's `count` rows
+        together), and their log-densities [B * count] (torch's global RNG).
+
+        The network runs once per state however many actions are drawn from its distribution.
+        """
         mean, log_std = self._mean_log_std(observations)
+        if count > 1:
+            mean, log_std = mean.repeat_interleave(count, dim=0), log_std.repeat_interleave(count, dim=0)
         pre_tanh = mean + log_std.exp() * torch.randn_like(mean)
         # log|d tanh(u)/du| = 2 (log 2 - u - softplus(-2u)), stable for large |u|
         log_det = 2.0 * (math.log(2.0) - pre_tanh - F.softplus(-2.0 * pre_tanh))
