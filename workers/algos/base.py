@@ -128,3 +128,14 @@ class OfflineAlgorithm(ABC):
 
     @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def array_to_device(array: np.ndarray, device: torch.device | str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A numpy array as a tensor on `device`, copied first when read-only.
+
+    Arrays viewing Arrow buffers (a pulled version) are read-only, which torch.from_numpy warns about.
+    """
+    array = np.ascontiguousarray(array)
+    if not array.flags.writeable:
+        array = array.copy()
+    return torch.from_numpy(array).to(device=device, dtype=dtype)

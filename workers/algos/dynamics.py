@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workers.algos.base import TransitionArrays
+from workers.algos.base import TransitionArrays, array_to_device
 from workers.algos.nets import EnsembleMLP
 
 LOG_VARIANCE_BOUND_WEIGHT = 0.01
@@ -213,10 +213,10 @@ def fit_dynamics(
         raise ValueError(f"a dynamics model needs at least 2 transitions (one held out), the dataset has {rows}")
     batch_size = min(batch_size, rows - holdout_rows)
     generator = torch.Generator(device=device).manual_seed(seed)
-    observations = torch.as_tensor(data.observations, device=device)
-    actions = torch.as_tensor(data.actions, device=device)
-    terminals = torch.as_tensor(data.terminals, device=device, dtype=torch.float32)
-    targets = torch.as_tensor(transition_targets(data), device=device)
+    observations = array_to_device(data.observations, device)
+    actions = array_to_device(data.actions, device)
+    terminals = array_to_device(data.terminals, device, torch.float32)
+    targets = array_to_device(transition_targets(data), device)
 
     order = torch.randperm(rows, device=device, generator=generator)
     train_rows, holdout = order[holdout_rows:], order[:holdout_rows]

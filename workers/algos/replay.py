@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from schemas.dataset import ActionSpec, ContinuousActionSpec
-from workers.algos.base import Normalisation, TransitionArrays
+from workers.algos.base import Normalisation, TransitionArrays, array_to_device
 
 
 class Batch(NamedTuple):
@@ -149,11 +149,7 @@ def normalise_arrays(
     """Arrays -> one normalised Batch on `device` (the only numpy-to-device conversion in training)."""
 
     def to_device(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-        array = np.ascontiguousarray(array)
-        if not array.flags.writeable:
-            # Arrays viewing Arrow buffers are read-only, which torch.from_numpy warns about.
-            array = array.copy()
-        return torch.from_numpy(array).to(device=device, dtype=dtype)
+        return array_to_device(array, device, dtype)
 
     mean = to_device(normalisation.observation_mean, torch.float32)
     std = to_device(normalisation.observation_std, torch.float32)

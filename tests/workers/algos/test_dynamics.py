@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -151,3 +153,16 @@ def test_refuses_discrete_actions() -> None:
     discrete = TransitionArrays(**{**data.__dict__, "actions": np.zeros(len(data), dtype=np.int64)})
     with pytest.raises(ValueError, match="continuous actions"):
         fit_dynamics(discrete, **FIT)
+
+
+def test_read_only_arrays_as_a_pulled_version_gives_them_fit_without_warnings() -> None:
+    """Arrays viewing Arrow buffers are read-only; torch warns when it wraps those directly."""
+    data = linear_system(4000, seed=0)
+    for array in data.__dict__.values():
+        array.flags.writeable = False
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, summary = fit_dynamics(data, **{**FIT, "max_epochs": 2})
+
+    assert summary["dynamics_epochs"] == 2
