@@ -13,11 +13,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pyarrow as pa
 
 from schemas.dataset import ContinuousActionSpec, DatasetSpec, ObservationSpec
+from workers.client import ServiceNotReady, wait_until_healthy
 from workers.formats import upload_schema
 
 HOPPER = DatasetSpec(
@@ -86,18 +86,12 @@ def running_service(data_dir: Path) -> Iterator[Service]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the service exited: {process.stderr.read().decode()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the service did not answer /healthz within 60 s")
-            time.sleep(0.2)
+        try:
+            wait_until_healthy(url, process)
+        except ServiceNotReady as error:
+            # Its stderr can be read whole only once it has exited (a hung service would block the read).
+            output = process.stderr.read().decode()[-2000:] if process.poll() is not None else ""
+            raise RuntimeError(f"{error}: {output}") from error
         yield Service(url, token, data_dir, process.pid)
     finally:
         process.terminate()

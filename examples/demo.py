@@ -22,13 +22,12 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator
 
-import httpx
 
 from schemas.dataset import ContinuousActionSpec, DatasetSpec, ObservationSpec
 from schemas.jobs import JobCreate, JobPublic
 from workers.algos.data import arrays_to_arrow
 from workers.behaviour import pendulum_dataset
-from workers.client import ReplaybankError
+from workers.client import ReplaybankError, ServiceNotReady, wait_until_healthy
 from workers.jobs_client import JobsClient
 
 REPLAYBANK = str(Path(sys.executable).with_name("replaybank"))
@@ -71,20 +70,6 @@ def background(command: list[str], env: dict[str, str], log: Path) -> Iterator[s
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-
-def wait_until_healthy(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the service exited early; see {log}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"the service did not answer within 60 s; see {log}")
 
 
 def free_dataset_name(client: JobsClient, base: str) -> str:
@@ -141,7 +126,10 @@ def main() -> None:
         service = stack.enter_context(
             background([REPLAYBANK, "serve", "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1]], env, service_log)
         )
-        wait_until_healthy(url, service, service_log)
+        try:
+            wait_until_healthy(url, service)
+        except ServiceNotReady as error:
+            raise SystemExit(f"{error}; see {service_log}") from error
         worker_command = [REPLAYBANK, "worker", "--service", url, "--token", worker_token, "--device", "cpu", "--threads", "1"]
         stack.enter_context(background(worker_command, env, logs / "worker.log"))
         client = stack.enter_context(JobsClient(url, admin_token))

@@ -79,8 +79,7 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
     admin.dispose()
 
 
-@pytest.fixture
-def free_port() -> int:
+def free_loopback_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import subprocess
 import threading
 import time
 import uuid
@@ -593,6 +594,28 @@ def _error_from(response: httpx.Response) -> ReplaybankError:
     except (ValueError, KeyError, TypeError):
         text = response.text.strip()[:500] or response.reason_phrase
         return ReplaybankError(response.status_code, "http_error", text)
+
+
+class ServiceNotReady(Exception):
+    """A service being started did not come up: its process ended, or /healthz never answered."""
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen | None = None, timeout: float = 60.0) -> None:
+    """Poll `url`/healthz until it answers 200, for callers that have just started `replaybank serve`.
+
+    Raises `ServiceNotReady` when `process` exits first or `timeout` seconds pass.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise ServiceNotReady(f"the service exited with status {process.returncode}")
+        try:
+            if httpx.get(f"{url.rstrip('/')}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise ServiceNotReady(f"the service did not answer {url}/healthz within {timeout:g} s")
 
 
 def _dataset(name: str) -> str:

@@ -248,11 +248,13 @@ def run_job(client: JobsClient, claim: Claim, device: str, options: WorkerOption
                 # the service is away: leave the job to lapse and be retried from its last checkpoint
                 log.warning("job %s: the service did not answer (%s); dropping the job", job.id, error)
                 return False
-            _quietly(lambda: client.fail_job(job.id, claim.lease, f"{error}\n{traceback.format_exc()}"))
+            report = f"{error}\n{traceback.format_exc()}"
+            _quietly(lambda: client.fail_job(job.id, claim.lease, report))
             return True
         except Exception as error:  # the job failed, not the worker: report it and take the next one
             log.exception("job %s failed", job.id)
-            _quietly(lambda: client.fail_job(job.id, claim.lease, f"{type(error).__name__}: {error}\n{traceback.format_exc()}"))
+            report = f"{type(error).__name__}: {error}\n{traceback.format_exc()}"
+            _quietly(lambda: client.fail_job(job.id, claim.lease, report))
             return True
 
 

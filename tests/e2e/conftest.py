@@ -6,13 +6,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.conftest import free_loopback_port
+from workers.client import ServiceNotReady, wait_until_healthy
 
 REPLAYBANK = str(Path(sys.executable).with_name("replaybank"))
 START_TIMEOUT_S = 60
@@ -37,18 +39,11 @@ class Server:
             stderr=subprocess.STDOUT,
         )
         log.close()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the service exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        self.kill()
-        raise RuntimeError(f"the service did not answer /healthz within {START_TIMEOUT_S} s:\n{self.log()}")
+        try:
+            wait_until_healthy(self.url, self.process, START_TIMEOUT_S)
+        except ServiceNotReady as error:
+            self.kill()
+            raise RuntimeError(f"{error}:\n{self.log()}") from error
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as in a crash."""
@@ -75,28 +70,28 @@ class Server:
         return {"Authorization": f"Bearer {self.admin_token}"}
 
 
-@pytest.fixture
-def server(tmp_path: Path, free_port: int) -> Iterator[Server]:
-    data_dir = tmp_path / "service-data"
-    admin_token = "e2e-admin-token-" + os.urandom(8).hex()
-    env = {
-        **os.environ,
-        "REPLAYBANK_DATA_DIR": str(data_dir),
-        "REPLAYBANK_ADMIN_TOKEN": admin_token,
-        "REPLAYBANK_QUERY_THREADS": "1",
-    }
-    for name in ("REPLAYBANK_DATABASE_URL", "REPLAYBANK_REDIS_URL"):
-        env.pop(name, None)
-    running = Server(
-        url=f"http://127.0.0.1:{free_port}",
-        admin_token=admin_token,
-        data_dir=data_dir,
-        port=free_port,
-        env=env,
-        log_path=tmp_path / "service.log",
-    )
+@contextmanager
+def running_server(root: Path, settings: Mapping[str, str] | None = None, data_dir: Path | None = None) -> Iterator[Server]:
+    """`replaybank serve` on a free loopback port with a fresh admin token, stopped on exit.
+
+    Data goes to `data_dir` (default `root`/service-data), the log to `root`/service.log. No REPLAYBANK_
+    variable leaks in from the environment, so it runs on SQLite and the embedded queue unless
+    `settings` say otherwise.
+    """
+    port = free_loopback_port()
+    admin_token = "e2e-admin-" + os.urandom(8).hex()
+    data_dir = data_dir or root / "service-data"
+    env = {name: value for name, value in os.environ.items() if not name.startswith("REPLAYBANK_")}
+    env.update({"REPLAYBANK_DATA_DIR": str(data_dir), "REPLAYBANK_ADMIN_TOKEN": admin_token, **(settings or {})})
+    running = Server(f"http://127.0.0.1:{port}", admin_token, data_dir, port, env, root / "service.log")
     running.start()
     try:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    with running_server(tmp_path, {"REPLAYBANK_QUERY_THREADS": "1"}) as running:
+        yield running

@@ -17,8 +17,7 @@ import pyarrow as pa
 import pytest
 
 from schemas.transition import CLIENT_COLUMNS
-from tests.e2e.conftest import Server
-from tests.e2e.shared_server import shared_server
+from tests.e2e.conftest import Server, running_server
 from workers import formats
 from workers.client import ReplaybankClient
 
@@ -48,7 +47,7 @@ def write_d4rl(path: Path, episodes: int, seed: int) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[Server]:
-    with shared_server(tmp_path_factory.mktemp("cli-e2e")) as running:
+    with running_server(tmp_path_factory.mktemp("cli-e2e")) as running:
         yield running
 
 
@@ -140,7 +139,7 @@ def test_upload_versions_query_pull_and_incremental_pull(server, replaybank, tmp
     assert sorted(set(version_two.episode_ids.tolist()))[-1] == 50  # numbered after the first file's episodes
 
     again = replaybank("pull", "hopper", "--version", "first", "--out", str(tmp_path / "v1.parquet")).stdout
-    assert f"0 of " in again and len(formats.read_file(tmp_path / "v1.parquet")) == expected_rows
+    assert "0 of " in again and len(formats.read_file(tmp_path / "v1.parquet")) == expected_rows
 
 
 def test_errors_print_the_message_and_exit_non_zero(server, replaybank, tmp_path) -> None:

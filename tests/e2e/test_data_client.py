@@ -14,8 +14,7 @@ import pytest
 
 from schemas.dataset import ContinuousActionSpec, DatasetSpec, ObservationSpec
 from schemas.transition import CLIENT_COLUMNS, transition_schema
-from tests.e2e.conftest import Server
-from tests.e2e.shared_server import shared_server
+from tests.e2e.conftest import Server, running_server
 from workers import client as client_module
 from workers.cache import ChecksumMismatch, FileCache
 from workers.client import CONTENT_TYPES, FETCH_THREADS, UPLOAD_PIECE, ReplaybankClient, ReplaybankError
@@ -57,7 +56,7 @@ def same_rows(pulled: pa.Table, *uploaded: pa.Table) -> bool:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[Server]:
-    with shared_server(tmp_path_factory.mktemp("client-e2e")) as running:
+    with running_server(tmp_path_factory.mktemp("client-e2e")) as running:
         yield running
 
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Server
+from tests.e2e.conftest import running_server
 from workers.jobs_client import JobsClient
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_demo_runs_the_loop_and_a_later_service_shows_it_all(tmp_path: Path, free_port: int) -> None:
+def test_demo_runs_the_loop_and_a_later_service_shows_it_all(tmp_path: Path) -> None:
     data_dir = tmp_path / "demo-data"
     env = {
         **{key: value for key, value in os.environ.items() if not key.startswith("REPLAYBANK_")},
@@ -38,27 +38,14 @@ def test_demo_runs_the_loop_and_a_later_service_shows_it_all(tmp_path: Path, fre
     assert parent == offline_policy
     assert int(grown_version) > int(offline_version) and int(grown_rows) == int(offline_rows) + 3 * 200
 
-    admin_token = "demo-check-admin-" + os.urandom(6).hex()
-    later = Server(
-        url=f"http://127.0.0.1:{free_port}",
-        admin_token=admin_token,
-        data_dir=data_dir,
-        port=free_port,
-        env={**env, "REPLAYBANK_ADMIN_TOKEN": admin_token},
-        log_path=tmp_path / "later-service.log",
-    )
-    later.start()
-    try:
-        with JobsClient(later.url, admin_token) as client:
-            (dataset,) = client.list_datasets()
-            assert dataset.latest_version == int(grown_version) and dataset.rows == int(grown_rows)
-            sources = client.version_stats(dataset.name, grown_version).sources
-            assert sources == {"logged": int(offline_rows), f"policy:{offline_policy}": 3 * 200}
-            jobs = client.list_jobs(limit=100).data
-            assert sorted(job.kind for job in jobs) == ["collect", "evaluate", "evaluate", "train", "train"]
-            assert all(job.status == "succeeded" for job in jobs)
-            tuned = client.get_policy(tuned_policy)
-            assert tuned.parent_policy == offline_policy and tuned.version == int(grown_version)
-            assert {policy.id for policy in client.list_policies()} == {offline_policy, tuned_policy}
-    finally:
-        later.stop()
+    with running_server(tmp_path, data_dir=data_dir) as later, JobsClient(later.url, later.admin_token) as client:
+        (dataset,) = client.list_datasets()
+        assert dataset.latest_version == int(grown_version) and dataset.rows == int(grown_rows)
+        sources = client.version_stats(dataset.name, grown_version).sources
+        assert sources == {"logged": int(offline_rows), f"policy:{offline_policy}": 3 * 200}
+        jobs = client.list_jobs(limit=100).data
+        assert sorted(job.kind for job in jobs) == ["collect", "evaluate", "evaluate", "train", "train"]
+        assert all(job.status == "succeeded" for job in jobs)
+        tuned = client.get_policy(tuned_policy)
+        assert tuned.parent_policy == offline_policy and tuned.version == int(grown_version)
+        assert {policy.id for policy in client.list_policies()} == {offline_policy, tuned_policy}

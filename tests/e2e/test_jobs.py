@@ -20,7 +20,7 @@ import pytest
 
 from schemas.dataset import ContinuousActionSpec, DatasetSpec, ObservationSpec
 from schemas.jobs import FINISHED_STATUSES, JobPublic
-from tests.e2e.conftest import Server
+from tests.e2e.conftest import Server, running_server
 from workers.client import ReplaybankError
 from workers.formats import upload_schema
 from workers.jobs_client import JobsClient
@@ -67,32 +67,13 @@ def queue_kind() -> str:
 
 
 @pytest.fixture
-def service(queue_kind: str, tmp_path: Path, free_port: int, request: pytest.FixtureRequest) -> Iterator[Server]:
+def service(queue_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
     """`replaybank serve` with a short lease, on Redis or on the embedded queue."""
-    admin_token = "e2e-jobs-admin-" + os.urandom(8).hex()
-    env = {
-        **os.environ,
-        "REPLAYBANK_DATA_DIR": str(tmp_path / "service-data"),
-        "REPLAYBANK_ADMIN_TOKEN": admin_token,
-        "REPLAYBANK_LEASE_SECONDS": str(LEASE_SECONDS),
-    }
-    env.pop("REPLAYBANK_DATABASE_URL", None)
-    env.pop("REPLAYBANK_REDIS_URL", None)
+    settings = {"REPLAYBANK_LEASE_SECONDS": str(LEASE_SECONDS)}
     if queue_kind == "redis":
-        env["REPLAYBANK_REDIS_URL"] = request.getfixturevalue("redis_url")
-    running = Server(
-        url=f"http://127.0.0.1:{free_port}",
-        admin_token=admin_token,
-        data_dir=tmp_path / "service-data",
-        port=free_port,
-        env=env,
-        log_path=tmp_path / "service.log",
-    )
-    running.start()
-    try:
+        settings["REPLAYBANK_REDIS_URL"] = request.getfixturevalue("redis_url")
+    with running_server(tmp_path, settings) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture

@@ -98,6 +98,11 @@ class OfflineAlgorithm(ABC):
         self.step = 0
         # Networks are initialised and noise drawn from torch's global RNG; training checkpoints it.
         torch.manual_seed(seed)
+        self._build()
+
+    @abstractmethod
+    def _build(self) -> None:
+        """Networks, optimisers and the update, from `params`, `spec` and `normalisation`, on `device`."""
 
     @property
     def discrete(self) -> bool:

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from schemas.algorithms import BCParams
-from schemas.dataset import DatasetSpec, DiscreteActionSpec
-from workers.algos.base import Normalisation, OfflineAlgorithm
+from schemas.dataset import DiscreteActionSpec
+from workers.algos.base import OfflineAlgorithm
 from workers.algos.nets import CategoricalActor, DeployedPolicy, DeterministicActor, GaussianActor, adam, compile_update
 from workers.algos.replay import Batch
 
@@ -25,16 +25,8 @@ class BC(OfflineAlgorithm):
     Params = BCParams
     params: BCParams
 
-    def __init__(
-        self,
-        params: BCParams,
-        spec: DatasetSpec,
-        normalisation: Normalisation,
-        device: torch.device,
-        seed: int,
-        total_steps: int = 1_000_000,
-    ) -> None:
-        super().__init__(params, spec, normalisation, device, seed, total_steps)
+    def _build(self) -> None:
+        params, spec, device = self.params, self.spec, self.device
         observation_size = spec.observation.size
         self.actor: nn.Module
         if isinstance(spec.action, DiscreteActionSpec):

@@ -30,8 +30,7 @@ import numpy as np
 import torch
 
 from schemas.algorithms import COMBOParams
-from schemas.dataset import DatasetSpec
-from workers.algos.base import Normalisation, TransitionArrays
+from workers.algos.base import TransitionArrays
 from workers.algos.cql import CQL
 from workers.algos.dynamics import DynamicsModel, fit_dynamics
 from workers.algos.replay import Batch, ReplayBuffer
@@ -60,16 +59,9 @@ class COMBO(CQL):
     params: COMBOParams
     supports_discrete = False
 
-    def __init__(
-        self,
-        params: COMBOParams,
-        spec: DatasetSpec,
-        normalisation: Normalisation,
-        device: torch.device,
-        seed: int,
-        total_steps: int = 1_000_000,
-    ) -> None:
-        super().__init__(params, spec, normalisation, device, seed, total_steps)
+    def _build(self) -> None:
+        super()._build()
+        normalisation, device = self.normalisation, self.device
         self.dynamics: DynamicsModel | None = None
         self.dynamics_summary: dict[str, float] = {}
         """How the dynamics fit went, when `prepare` trained it (empty when it was loaded)."""

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from schemas.algorithms import CQLParams
-from schemas.dataset import DatasetSpec, DiscreteActionSpec
-from workers.algos.base import Normalisation, OfflineAlgorithm
+from schemas.dataset import DiscreteActionSpec
+from workers.algos.base import OfflineAlgorithm
 from workers.algos.nets import (
     ContinuousQEnsemble,
     DeployedPolicy,
@@ -50,16 +50,8 @@ class CQL(OfflineAlgorithm):
     Params = CQLParams
     params: CQLParams
 
-    def __init__(
-        self,
-        params: CQLParams,
-        spec: DatasetSpec,
-        normalisation: Normalisation,
-        device: torch.device,
-        seed: int,
-        total_steps: int = 1_000_000,
-    ) -> None:
-        super().__init__(params, spec, normalisation, device, seed, total_steps)
+    def _build(self) -> None:
+        params, spec, device = self.params, self.spec, self.device
         hidden = params.hidden_sizes
         observation_size = spec.observation.size
         compiled = params.compile

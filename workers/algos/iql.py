@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from schemas.algorithms import IQLParams
-from schemas.dataset import DatasetSpec, DiscreteActionSpec
-from workers.algos.base import Normalisation, OfflineAlgorithm
+from schemas.dataset import DiscreteActionSpec
+from workers.algos.base import OfflineAlgorithm
 from workers.algos.nets import (
     CategoricalActor,
     ContinuousQEnsemble,
@@ -44,16 +44,8 @@ class IQL(OfflineAlgorithm):
     Params = IQLParams
     params: IQLParams
 
-    def __init__(
-        self,
-        params: IQLParams,
-        spec: DatasetSpec,
-        normalisation: Normalisation,
-        device: torch.device,
-        seed: int,
-        total_steps: int = 1_000_000,
-    ) -> None:
-        super().__init__(params, spec, normalisation, device, seed, total_steps)
+    def _build(self) -> None:
+        params, spec, device, total_steps = self.params, self.spec, self.device, self.total_steps
         hidden = params.hidden_sizes
         observation_size = spec.observation.size
         self.critic: nn.Module

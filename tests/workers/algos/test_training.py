@@ -114,7 +114,7 @@ def test_bfloat16_mixed_precision_trains_near_the_float32_numbers(name, small_pe
             train(algorithm, replay, 3, 16, progress_every=1, precision=precision,
                   on_progress=lambda s, m: reports.append(m))
         runs[precision] = (algorithm, reports)
-    (exact, exact_reports), (mixed, mixed_reports) = runs["float32"], runs["bfloat16"]
+    (_, exact_reports), (mixed, mixed_reports) = runs["float32"], runs["bfloat16"]
     assert all(p.dtype == torch.float32 for p in mixed.policy().parameters())
     first_loss = "actor_loss" if name == "bc" else "critic_loss"
     # bfloat16 products round differently, so the numbers move, but only by rounding.
