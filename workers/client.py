@@ -42,9 +42,9 @@ from schemas.dataset import (
 from schemas.tokens import TokenCreated, TokenPublic
 from schemas.transition import transition_schema
 from workers import formats
-from workers.cache import FileCache, WrittenObserver
+from workers.cache import FileCache
 from workers.decode import StreamingDecoder, footer_size, read_parquet
-from workers.download import BulkDownloader, TransferFailed
+from workers.download import Body, BulkDownloader, PiecesBody, TransferFailed
 
 Version = int | str
 """A version number, `latest`, or a tag."""
@@ -467,28 +467,37 @@ class ReplaybankClient:
         version: int,
         entry: FileEntry,
         advanced: Callable[[int], None],
-        on_written: WrittenObserver | None = None,
+        decoder: StreamingDecoder | None = None,
     ) -> None:
-        """Download one file into the cache, resuming with HTTP Range after a broken connection."""
+        """Download one file into the cache (and `decoder`'s memory), resuming with HTTP Range after a broken connection."""
         url = self._file_url(name, version, entry)
 
-        def open_at(offset: int) -> tuple[int, Iterator[bytes]]:
+        def open_at(offset: int) -> tuple[int, Body]:
             headers = {"Range": f"bytes={offset}-"} if offset else {}
             if self._bulk is not None and entry.size >= BULK_DOWNLOAD_BYTES:
                 opened = self._bulk.get(url, headers)
                 if opened.status >= 400:
-                    raise _error_from(httpx.Response(opened.status, headers=opened.headers, content=b"".join(opened.pieces)))
-                return (offset if opened.status == 206 else 0), opened.pieces
+                    raise _error_from(httpx.Response(opened.status, headers=opened.headers, content=opened.body.read()))
+                return (offset if opened.status == 206 else 0), opened.body
             response = self._request("GET", url, headers=headers, stream=True)
             start = offset if response.status_code == 206 else 0
-            return start, _chunks(response)
+            return start, PiecesBody(response.iter_bytes(), response.close)
 
+        streaming = decoder is not None and decoder.memory is not None
         for attempt in range(self.retries + 1):
             try:
-                self.cache.fetch(entry.sha256, entry.size, open_at, advanced, on_written)
+                if streaming:
+                    self.cache.fetch(entry.sha256, entry.size, open_at, advanced, decoder.memory, decoder.filled)
+                else:
+                    self.cache.fetch(entry.sha256, entry.size, open_at, advanced)
                 return
             except (httpx.TransportError, TransferFailed) as error:
-                # What arrived stays in the partial file; the next attempt asks for the rest.
+                # What arrived stays in the partial file; the next attempt asks for the rest. The
+                # decoder may still be reading what the first attempt put in its memory, so later
+                # attempts leave that memory alone and the decoder reads the cached file instead.
+                if streaming:
+                    decoder.abandon()
+                    streaming = False
                 if attempt >= self.retries:
                     raise ReplaybankError(
                         0, "unreachable", f"downloading {entry.path} failed: {error or type(error).__name__}"
@@ -501,7 +510,7 @@ class ReplaybankClient:
         """Download one Parquet file into the cache and return its rows, decoded while it arrives."""
         tail = self._file_tail(self._file_url(name, version, entry), entry.size)
         with StreamingDecoder(tail, entry.size, columns) as decoder:
-            self._fetch_file(name, version, entry, advanced, on_written=decoder.received)
+            self._fetch_file(name, version, entry, advanced, decoder)
             return decoder.table(self.cache.path(entry.sha256))
 
     def _file_tail(self, url: str, size: int) -> bytes:
@@ -578,13 +587,6 @@ class _Regenerable:
 
     def __iter__(self) -> Iterator[memoryview]:
         return self._make()
-
-
-def _chunks(response: httpx.Response) -> Iterator[bytes]:
-    try:
-        yield from response.iter_bytes()
-    finally:
-        response.close()
 
 
 def _error_from(response: httpx.Response) -> ReplaybankError:

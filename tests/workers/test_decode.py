@@ -1,4 +1,4 @@
-"""Decoding a Parquet file's row groups while it downloads, and falling back when that is not safe."""
+"""Decoding a Parquet file's column chunks while it downloads, and falling back when that is not safe."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from workers.decode import StreamingDecoder, footer_size
+from workers.decode import StreamingDecoder, footer_size, read_parquet
 
 CHUNK = 65536
 
@@ -35,9 +35,14 @@ def parquet(tmp_path) -> tuple[Path, bytes]:
     return path, content
 
 
-def feed(decoder: StreamingDecoder, content: bytes, start: int = 0) -> None:
-    for offset in range(start, len(content), CHUNK):
-        decoder.received(offset, content[offset : offset + CHUNK])
+def feed(decoder: StreamingDecoder, content: bytes) -> None:
+    """As the cache does: the bytes land in the decoder's memory, then it hears how far they reach."""
+    if decoder.memory is None:
+        return
+    for offset in range(0, len(content), CHUNK):
+        end = min(offset + CHUNK, len(content))
+        decoder.memory[offset:end] = content[offset:end]
+        decoder.filled(end)
 
 
 def tail_of(content: bytes) -> bytes:
@@ -81,16 +86,42 @@ def test_an_unreadable_footer_falls_back_to_reading_the_file(parquet, tail: byte
         assert decoder.table(path).equals(pq.read_table(path, columns=COLUMNS))
 
 
-def test_bytes_that_do_not_start_at_the_beginning_fall_back_to_the_file(parquet, tmp_path) -> None:
-    """A resumed download shows only the missing end; the beginning is on disk, not in memory."""
-    path, content = parquet
-    with StreamingDecoder(tail_of(content), len(content), COLUMNS) as decoder:
-        feed(decoder, content, start=CHUNK * 3)
-        assert decoder.table(path).equals(pq.read_table(path, columns=COLUMNS))
-
-
 def test_a_download_cut_short_falls_back_to_the_file(parquet) -> None:
     path, content = parquet
     with StreamingDecoder(tail_of(content), len(content), COLUMNS) as decoder:
         feed(decoder, content[: len(content) // 2])
         assert decoder.table(path).equals(pq.read_table(path, columns=COLUMNS))
+
+
+def test_an_abandoned_stream_reads_the_file(parquet) -> None:
+    """A retried download goes on in the cache alone; what reached memory before is not used."""
+    path, content = parquet
+    with StreamingDecoder(tail_of(content), len(content), COLUMNS) as decoder:
+        feed(decoder, content)
+        decoder.memory[: len(content) // 2] = bytes(len(content) // 2)  # had it been read from memory: garbage
+        decoder.abandon()
+        assert decoder.table(path).equals(pq.read_table(path, columns=COLUMNS))
+
+
+def test_a_download_that_starts_over_falls_back_to_the_file(parquet) -> None:
+    path, content = parquet
+    with StreamingDecoder(tail_of(content), len(content), COLUMNS) as decoder:
+        feed(decoder, content[: len(content) // 2])
+        decoder.filled(CHUNK)
+        feed(decoder, content)
+        assert decoder.table(path).equals(pq.read_table(path, columns=COLUMNS))
+
+
+def test_a_file_without_a_requested_column_is_not_streamed(parquet) -> None:
+    path, content = parquet
+    with StreamingDecoder(tail_of(content), len(content), [*COLUMNS, "batch_id"]) as decoder:
+        assert decoder.memory is None
+        with pytest.raises(pa.ArrowInvalid, match="batch_id"):  # pyarrow's own words
+            decoder.table(path)
+
+
+def test_a_cached_file_reads_as_pyarrow_reads_it(parquet) -> None:
+    path, _ = parquet
+    for columns in (COLUMNS, ["source", "observation"]):
+        table = read_parquet(path, columns)
+        assert table.equals(pq.read_table(path, columns=columns))
