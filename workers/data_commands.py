@@ -39,6 +39,8 @@ def reports_errors(function: Callable[P, R]) -> Callable[P, R]:
         except FormatError as error:
             where = f" ({error.field})" if error.field else ""
             raise click.ClickException(f"{error}{where}") from error
+        except BrokenPipeError:
+            raise  # the reader of our output went away (`| head`): click ends quietly
         except (ChecksumMismatch, OSError, ValueError) as error:
             raise click.ClickException(str(error)) from error
 

@@ -152,6 +152,19 @@ def test_errors_print_the_message_and_exit_non_zero(server, replaybank, tmp_path
     assert unauthorised.returncode != 0 and "401" in unauthorised.stderr
 
 
+def test_output_whose_reader_goes_away_ends_quietly(server) -> None:
+    """As in `replaybank datasets | head -1`: nothing to report when the reader stops reading."""
+    process = subprocess.Popen(
+        [REPLAYBANK, "datasets"],
+        env={**os.environ, "REPLAYBANK_URL": server.url, "REPLAYBANK_TOKEN": server.admin_token},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.close()  # before the command writes a byte
+    _, stderr = process.communicate(timeout=60)
+    assert b"Error" not in stderr and b"Traceback" not in stderr, stderr.decode()
+
+
 def test_datasets_tokens_and_arrow_query_from_the_command_line(server, replaybank, tmp_path) -> None:
     created = replaybank(
         "datasets", "create", "pendulum", "--observation-shape", "3", "--action-shape", "1",
