@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 
@@ -23,9 +24,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         with open_services(settings) as services:
             job_side = open_jobs(services)
             app.state.services = services
+            sweeper = asyncio.create_task(job_side.sweep_silent_jobs(), name="replaybank-silent-job-sweeper")
             try:
                 yield
             finally:
+                sweeper.cancel()
+                with suppress(asyncio.CancelledError):
+                    await sweeper
                 await job_side.queue.close()
 
     app = FastAPI(title="replaybank", version="1", lifespan=lifespan)

@@ -10,10 +10,11 @@ fails once the lease lapsed and another worker took the job over: the late worke
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -51,6 +52,7 @@ from service.storage.artifacts import ArtifactStorage, InvalidArtifact
 
 MAX_HISTORY_PAGE = 10_000
 T = TypeVar("T")
+log = logging.getLogger("replaybank.jobs")
 
 
 def new_id() -> str:
@@ -286,18 +288,54 @@ class Jobs:
             return Claim(job=job_public(row), lease=item.token, lease_seconds=lease_seconds)
 
     async def _give_up(self, exhausted: Exhausted, lease_seconds: float) -> None:
-        reason = (
-            f"gave up after {exhausted.attempts} attempts: each time the worker stopped renewing its lease "
-            f"within {lease_seconds:g} s (it died, hung or lost the network)"
-        )
-
         def mark(session: Session) -> None:
             row = session.get(JobRow, exhausted.job_id)
             if row is not None and row.status in ACTIVE_STATUSES:
-                now = utcnow()
-                row.status, row.error, row.lease, row.finished_at, row.updated_at = "failed", reason, None, now, now
+                _fail_exhausted(row, exhausted.attempts, lease_seconds)
 
         await self._db(mark)
+
+    async def sweep_silent_jobs(self) -> None:
+        """Runs while the service does: every half lease, `requeue_silent_jobs`."""
+        # A worker can be heard only while the service is up: after a start, every running job gets a
+        # whole lease to send its next heartbeat before it is judged.
+        await asyncio.sleep(self.queue.lease_seconds)
+        while True:
+            try:
+                await self.requeue_silent_jobs()
+            except Exception:  # the catalog or the queue is away for now; the next sweep tries again
+                log.exception("could not sweep for jobs whose worker fell silent")
+            await asyncio.sleep(self.queue.lease_seconds / 2)
+
+    async def requeue_silent_jobs(self) -> None:
+        """Running jobs not heard from for a whole lease: queued again for the next worker to claim, or
+        failed once that was their last attempt. Without this a job whose worker died would show
+        `running` until some other worker claimed."""
+        lease_seconds, max_attempts = self.queue.lease_seconds, self.queue.max_attempts
+
+        def mark(session: Session) -> list[str]:
+            now = utcnow()
+            silent_since = now - timedelta(seconds=lease_seconds)
+            exhausted = []
+            for row in session.scalars(select(JobRow).where(JobRow.status == "running").with_for_update()):
+                last_heard = _aware(row.updated_at)
+                if last_heard is None or last_heard >= silent_since:
+                    continue
+                if row.attempts >= max_attempts:
+                    _fail_exhausted(row, row.attempts, lease_seconds)
+                    exhausted.append(row.id)
+                    continue
+                row.error = (
+                    f"attempt {row.attempts} of {max_attempts}: worker {row.worker} was last heard from at "
+                    f"{last_heard:%Y-%m-%d %H:%M:%S} UTC and did not renew its {lease_seconds:g} s lease; "
+                    f"waiting for the next worker"
+                )
+                row.status, row.lease, row.worker, row.updated_at = "queued", None, None, now
+            return exhausted
+
+        # The queue keeps the lapsed lease: the next claim takes it over as the job's next attempt.
+        for job_id in await self._db(mark):
+            await self.queue.remove(job_id)
 
     async def heartbeat(self, job_id: str, token: str, beat: Heartbeat, lease_seconds: float) -> HeartbeatReply:
         row = await self._db(lambda session: _held(session, job_id, token, allow_cancelled=True))
@@ -648,7 +686,17 @@ def _take(session: Session, lease: Lease, worker: str) -> JobRow | None:
     now = utcnow()
     row.status, row.attempts, row.lease, row.worker, row.updated_at = "running", lease.attempt, lease.token, worker, now
     row.started_at = row.started_at or now
+    row.error = None  # why the last attempt ended; this one starts clean
     return row
+
+
+def _fail_exhausted(row: JobRow, attempts: int, lease_seconds: float) -> None:
+    now = utcnow()
+    row.status, row.lease, row.finished_at, row.updated_at = "failed", None, now, now
+    row.error = (
+        f"gave up after {attempts} attempts: each time the worker stopped renewing its lease "
+        f"within {lease_seconds:g} s (it died, hung or lost the network)"
+    )
 
 
 def _active_jobs_using_policy(session: Session, policy_id: str) -> tuple[str, str] | None:
@@ -658,9 +706,6 @@ def _active_jobs_using_policy(session: Session, policy_id: str) -> tuple[str, st
         if policy_id in used:
             return row.id, row.status
     return None
-
-
-
 
 
 def open_jobs(services: Services) -> Jobs:

@@ -239,6 +239,72 @@ def test_after_the_last_attempt_lapses_the_job_fails_with_the_reason(start) -> N
     assert failed["status"] == "failed" and "gave up after 1 attempts" in failed["error"]
 
 
+def job_once(client: TestClient, job_id: str, status: str, within: float = 5.0) -> dict[str, Any]:
+    """The job as soon as it shows `status` (the service changes it in the background)."""
+    deadline = time.monotonic() + within
+    while True:
+        job = client.get(f"/v1/jobs/{job_id}", headers=ADMIN).json()
+        if job["status"] == status or time.monotonic() > deadline:
+            return job
+        time.sleep(0.05)
+
+
+def test_a_job_whose_worker_falls_silent_shows_queued_again_with_the_reason(start) -> None:
+    client = start(lease_seconds=0.5)
+    job = submit(client)
+    first = claim(client)
+    assert first is not None and first["job"]["status"] == "running"
+
+    waiting = job_once(client, job["id"], "queued")  # no heartbeat, and no other worker claiming
+
+    assert waiting["status"] == "queued" and waiting["attempts"] == 1 and waiting["worker"] is None
+    assert "attempt 1 of 3: worker test was last heard from at" in waiting["error"]
+    late = client.post(f"/v1/jobs/{job['id']}/heartbeat", json={"progress": 0.2}, headers=held(first["lease"]))
+    assert late.status_code == 409 and late.json()["error"]["code"] == "lease_lost"
+    second = claim(client, wait=2)
+    assert second is not None and second["job"]["attempts"] == 2
+    assert second["job"]["status"] == "running" and second["job"]["error"] is None
+
+
+def test_a_silent_worker_on_the_last_attempt_fails_the_job_without_waiting_for_a_claim(start) -> None:
+    client = start(lease_seconds=0.5, max_attempts=1)
+    job = submit(client)
+    assert claim(client) is not None
+
+    failed = job_once(client, job["id"], "failed")
+
+    assert failed["status"] == "failed" and "gave up after 1 attempts" in failed["error"]
+    assert failed["finished_at"] is not None
+    assert claim(client, wait=0.5) is None  # and it left the queue
+
+
+def test_a_worker_that_keeps_beating_keeps_its_job(start) -> None:
+    client = start(lease_seconds=0.5)
+    job = submit(client)
+    claimed = claim(client)
+    assert claimed is not None
+    for _ in range(12):  # three leases' worth, a beat every sixth of a lease
+        beat = client.post(f"/v1/jobs/{job['id']}/heartbeat", json={"progress": 0.1}, headers=held(claimed["lease"]))
+        assert beat.status_code == 200, beat.text
+        time.sleep(0.125)
+    assert client.get(f"/v1/jobs/{job['id']}", headers=ADMIN).json()["status"] == "running"
+
+
+def test_after_a_restart_running_jobs_get_a_whole_lease_to_be_heard_from(start, make_client) -> None:
+    client = start(lease_seconds=1.0)
+    job = submit(client)
+    claimed = claim(client)
+    assert claimed is not None
+    client.__exit__(None, None, None)
+    time.sleep(1.2)  # the service was down for longer than the lease; the worker was not
+
+    restarted = make_client(lease_seconds=1.0, redis_url=client.app.state.settings.redis_url)
+    time.sleep(0.5)
+    beat = restarted.post(f"/v1/jobs/{job['id']}/heartbeat", json={"progress": 0.3}, headers=held(claimed["lease"]))
+    assert beat.status_code == 200, beat.text
+    assert restarted.get(f"/v1/jobs/{job['id']}", headers=ADMIN).json()["status"] == "running"
+
+
 def test_release_requeues_without_counting_the_attempt(start) -> None:
     client = start()
     job = submit(client)
