@@ -32,6 +32,7 @@ PolicyId = Annotated[str, Field(pattern=POLICY_ID_PATTERN, description="a policy
 
 MAX_SEED = 2**31 - 1
 MAX_TRAIN_STEPS = 100_000_000
+DEFAULT_TRAIN_STEPS = 100_000
 MAX_METRICS = 64
 METRIC_NAME_PATTERN = r"^[A-Za-z0-9_./-]{1,64}$"
 MetricName = Annotated[str, Field(pattern=METRIC_NAME_PATTERN)]
@@ -99,7 +100,13 @@ class JobCreate(StrictModel):
     algorithm: str | None = Field(default=None, description="train jobs: one of the registered algorithms")
     dataset: Name
     version: Annotated[int, Field(ge=0)] | Annotated[str, Field(min_length=1, max_length=64)] = "latest"
-    steps: int = Field(default=100_000, ge=1, le=MAX_TRAIN_STEPS, description="train jobs: gradient steps")
+    steps: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_TRAIN_STEPS,
+        validate_default=True,
+        description=f"train jobs: gradient steps (default {DEFAULT_TRAIN_STEPS:,}); other kinds take none",
+    )
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     params: dict[str, Any] = Field(
         default_factory=dict, validate_default=True, description="the algorithm's parameters; defaults filled in"
@@ -132,6 +139,16 @@ class JobCreate(StrictModel):
         if algorithm is not None and algorithm not in ALGORITHM_PARAMS:
             raise ValueError(f"unknown algorithm {algorithm!r}; known: {', '.join(sorted(ALGORITHM_PARAMS))}")
         return algorithm
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_fit_kind(cls, steps: int | None, info: ValidationInfo) -> int | None:
+        kind = info.data.get("kind")
+        if kind == "train":
+            return DEFAULT_TRAIN_STEPS if steps is None else steps
+        if steps is not None and kind is not None:
+            raise ValueError(f"{kind} jobs take no gradient steps: their {kind} options say how much")
+        return steps
 
     @field_validator("params")
     @classmethod
@@ -174,7 +191,8 @@ class JobPublic(BaseModel):
     version: int
     """The concrete version the job was pinned to at submission; never changes."""
     requested_version: int | str
-    steps: int
+    steps: int | None
+    """Gradient steps of a train job; None for the other kinds."""
     seed: int
     params: dict[str, Any]
     parent_policy: str | None

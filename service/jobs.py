@@ -76,7 +76,7 @@ def job_public(row: JobRow) -> JobPublic:
         dataset=row.dataset,
         version=row.version,
         requested_version=row.requested_version,
-        steps=row.steps,
+        steps=row.steps if row.kind == "train" else None,
         seed=row.seed,
         params=row.params,
         parent_policy=row.parent_policy,
@@ -184,7 +184,7 @@ class Jobs:
                 dataset=dataset.name,
                 version=version,
                 requested_version=create.version,
-                steps=create.steps,
+                steps=create.steps or 0,  # the column predates optional steps: other kinds keep 0 there
                 seed=create.seed,
                 params=params,
                 parent_policy=create.parent_policy,

@@ -280,7 +280,7 @@ def _spec(client: JobsClient, job: JobPublic) -> DatasetSpec:
 
 def run_train(session: JobSession, device: str, options: WorkerOptions) -> JobComplete:
     client, job = session.client, session.job
-    assert job.algorithm is not None
+    assert job.algorithm is not None and job.steps is not None
     run_device = "cpu" if job.device == "cpu" else device
     spec = _spec(client, job)
     data = TransitionArrays.from_arrow(client.pull(job.dataset, job.version))

@@ -390,7 +390,7 @@ def test_a_worker_token_appends_only_for_the_collect_job_it_holds(start) -> None
         return client.post(f"/v1/datasets/{name}/transitions", content=body, headers={**worker, **ARROW, **headers})
 
     assert append_with({}).status_code == 403
-    job = submit(client, kind="collect", algorithm=None, collect={"policy": policy, "episodes": 1})
+    job = submit(client, kind="collect", algorithm=None, steps=None, collect={"policy": policy, "episodes": 1})
     claimed = claim(client, worker)
     assert claimed is not None and claimed["job"]["id"] == job["id"]
     assert append_with({LEASE: "someone-else"}).status_code == 403
@@ -423,10 +423,25 @@ def test_collect_and_evaluate_jobs_need_an_environment_and_a_policy(start) -> No
     assert no_env.status_code == 422 and no_env.json()["error"]["field"] == "evaluate.policy"
 
 
+def test_gradient_steps_belong_to_train_jobs_only(start) -> None:
+    client = start()
+    policy = _trained_policy(client)
+    collect = {"kind": "collect", "dataset": "hopper", "collect": {"policy": policy, "episodes": 1}}
+    with_steps = client.post("/v1/jobs", json={**collect, "steps": 500}, headers=ADMIN)
+    assert with_steps.status_code == 422 and with_steps.json()["error"]["field"] == "steps"
+    assert "collect jobs take no gradient steps" in with_steps.json()["error"]["message"]
+
+    collecting = client.post("/v1/jobs", json=collect, headers=ADMIN).json()
+    assert collecting["steps"] is None
+    assert client.get(f"/v1/jobs/{collecting['id']}", headers=ADMIN).json()["steps"] is None
+    training = client.post("/v1/jobs", json={"kind": "train", "algorithm": "bc", "dataset": "hopper"}, headers=ADMIN)
+    assert training.json()["steps"] == 100_000  # the default, recorded on the job
+
+
 def test_an_evaluate_job_records_returns_on_the_card(start) -> None:
     client = start()
     policy = _trained_policy(client)
-    job = submit(client, kind="evaluate", algorithm=None, evaluate={"policy": policy, "episodes": 2})
+    job = submit(client, kind="evaluate", algorithm=None, steps=None, evaluate={"policy": policy, "episodes": 2})
     claimed = claim(client)
     assert claimed is not None
     bad = client.post(f"/v1/jobs/{job['id']}/complete", json={"result": {"returns": []}}, headers=held(claimed["lease"]))
@@ -454,7 +469,7 @@ def test_policy_archives_are_checked(start) -> None:
 def test_deleting_a_policy_in_use_is_refused(start) -> None:
     client = start()
     policy = _trained_policy(client)
-    job = submit(client, kind="evaluate", algorithm=None, evaluate={"policy": policy})
+    job = submit(client, kind="evaluate", algorithm=None, steps=None, evaluate={"policy": policy})
     assert client.delete(f"/v1/policies/{policy}", headers=ADMIN).status_code == 409
     client.post(f"/v1/jobs/{job['id']}/cancel", headers=ADMIN)
     writer = token(client, "writer", "write")
