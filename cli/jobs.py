@@ -78,6 +78,12 @@ def worker(
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--param", "-p", "assignments", multiple=True, metavar="KEY=VALUE", help="An algorithm parameter (repeatable).")
 @click.option("--parent", default=None, help="Fine-tune from this policy (its full training state).")
+@click.option(
+    "--online-fraction",
+    default=None,
+    type=click.FloatRange(0.0, 1.0),
+    help="Share of every batch drawn from rows policies collected (the rest from logged rows); default: all rows alike.",
+)
 @click.option("--device", default="auto", show_default=True, type=DEVICE_CHOICES)
 @watch_option
 def train(
@@ -90,13 +96,14 @@ def train(
     seed: int,
     assignments: tuple[str, ...],
     parent: str | None,
+    online_fraction: float | None,
     device: str,
     watch: bool,
 ) -> None:
     """Submit a training job on DATASET; prints the job id."""
     from workers.job_commands import submit_train
 
-    submit_train(service, token, dataset, algorithm, version, steps, seed, assignments, parent, device, watch)
+    submit_train(service, token, dataset, algorithm, version, steps, seed, assignments, parent, online_fraction, device, watch)
 
 
 @_command

@@ -112,6 +112,15 @@ class JobCreate(StrictModel):
         default_factory=dict, validate_default=True, description="the algorithm's parameters; defaults filled in"
     )
     parent_policy: PolicyId | None = Field(default=None, description="train jobs: fine-tune from this policy")
+    online_fraction: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "train jobs: the share of every batch drawn from rows that policies collected (source 'policy:...'), "
+            "the rest from the other rows; unset, every row is as likely as any other"
+        ),
+    )
     device: DevicePreference = "auto"
     collect: CollectOptions | None = None
     evaluate: EvaluateOptions | None = None
@@ -149,6 +158,14 @@ class JobCreate(StrictModel):
         if steps is not None and kind is not None:
             raise ValueError(f"{kind} jobs take no gradient steps: their {kind} options say how much")
         return steps
+
+    @field_validator("online_fraction")
+    @classmethod
+    def _online_fraction_for_training(cls, fraction: float | None, info: ValidationInfo) -> float | None:
+        kind = info.data.get("kind")
+        if fraction is not None and kind not in ("train", None):
+            raise ValueError(f"{kind} jobs sample no batches; online_fraction is for train jobs")
+        return fraction
 
     @field_validator("params")
     @classmethod
@@ -196,6 +213,7 @@ class JobPublic(BaseModel):
     seed: int
     params: dict[str, Any]
     parent_policy: str | None
+    online_fraction: float | None = None
     device: DevicePreference
     collect: CollectOptions | None = None
     evaluate: EvaluateOptions | None = None

@@ -52,6 +52,9 @@ def transition_schema(spec: DatasetSpec) -> pa.Schema:
 
 MAX_SOURCE_LENGTH = 200
 
+POLICY_SOURCE_PREFIX = "policy:"
+"""Rows that a replaybank policy collected carry the source `policy:<policy id>`; the rest were logged."""
+
 
 class TransitionError(ValueError):
     """An uploaded batch of rows breaks the dataset's schema or spec; names the column at fault."""

@@ -42,6 +42,7 @@ from schemas.jobs import (
     MetricPoint,
 )
 from schemas.policies import PolicyCard, PolicyPublic
+from schemas.transition import POLICY_SOURCE_PREFIX
 from service.catalog import Catalog
 from service.catalog.jobs import DynamicsRow, JobRow, MetricPointRow, PolicyRow
 from service.catalog.tables import DatasetRow, TagRow, VersionRow, utcnow
@@ -80,6 +81,7 @@ def job_public(row: JobRow) -> JobPublic:
         seed=row.seed,
         params=row.params,
         parent_policy=row.parent_policy,
+        online_fraction=row.options.get("online_fraction"),
         device=row.device,  # type: ignore[arg-type]
         collect=row.options.get("collect"),
         evaluate=row.options.get("evaluate"),
@@ -166,6 +168,9 @@ class Jobs:
                     )
                 # fine-tuning continues the parent's networks: what the job does not restate comes from the parent
                 params = _validated_params(parent.algorithm, parent.params | create.given_params)
+            if create.online_fraction is not None:
+                _check_online_fraction(session, dataset, version, create.online_fraction)
+                options["online_fraction"] = create.online_fraction
             for name, chosen in (("collect", create.collect), ("evaluate", create.evaluate)):
                 if chosen is None:
                     continue
@@ -618,6 +623,23 @@ def _dataset(session: Session, name: str) -> DatasetRow:
     if row is None:
         raise not_found(f"dataset {name}", "dataset")
     return row
+
+
+def _check_online_fraction(session: Session, dataset: DatasetRow, version: int, fraction: float) -> None:
+    """A batch share asked of rows the version has none of can never be drawn: refuse it now."""
+    stats = session.get(VersionRow, (dataset.id, version)).stats
+    sources: dict[str, int] = stats.get("sources", {})
+    online = sum(count for source, count in sources.items() if source.startswith(POLICY_SOURCE_PREFIX))
+    offline = sum(sources.values()) - online
+    for share, rows, what in ((fraction, online, "collected by a policy"), (1.0 - fraction, offline, "logged")):
+        if share > 0 and rows == 0:
+            raise ApiError(
+                422,
+                "invalid",
+                f"online_fraction {fraction:g} asks for rows {what}, and {dataset.name} version {version} has none "
+                f"(its rows by source: {sources or 'none'})",
+                "online_fraction",
+            )
 
 
 def _resolve_version(session: Session, dataset: DatasetRow, version: int | str) -> int:

@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from schemas.dataset import ContinuousActionSpec, DatasetSpec, DiscreteActionSpec
 from schemas.jobs import EpsilonExploration, GaussianExploration
+from schemas.transition import POLICY_SOURCE_PREFIX
 from workers.evaluate import load_policy, make_env
 from workers.formats import upload_schema
 
@@ -122,7 +123,7 @@ def collect(
         _check_spaces(env, spec, env_id)
         explore = _exploration(spec, exploration)
         schema = upload_schema(spec)
-        source = f"policy:{policy_id}"
+        source = f"{POLICY_SOURCE_PREFIX}{policy_id}"
         base = episode_id_base(job_id)
         rows, returns, lengths = _Rows(), [], []
         total_steps, episode_index = cursor.steps, cursor.episodes

@@ -66,6 +66,7 @@ def submit_train(
     seed: int,
     assignments: Iterable[str],
     parent: str | None,
+    online_fraction: float | None,
     device: str,
     watch: bool,
 ) -> None:
@@ -78,6 +79,7 @@ def submit_train(
         seed=seed,
         params=parse_params(assignments),
         parent_policy=parent,
+        online_fraction=online_fraction,
         device=device,
     )
     _submit(service, token, job, watch)

@@ -34,8 +34,9 @@ from schemas.dataset import DatasetSpec
 from schemas.jobs import Claim, Heartbeat, JobComplete, JobPublic, MetricPoint
 from workers.algos.base import Normalisation, TransitionArrays
 from workers.algos.combo import COMBO
+from workers.algos.data import collected_by_policy
 from workers.algos.export import export_policy
-from workers.algos.replay import ReplayBuffer
+from workers.algos.replay import Replay, ReplayBuffer, online_mixed_replay
 from workers.algos.training import make_algorithm, restore, train
 from workers.client import ReplaybankError
 from workers.collect import CollectCursor, collect
@@ -278,12 +279,18 @@ def _spec(client: JobsClient, job: JobPublic) -> DatasetSpec:
 # --- train ------------------------------------------------------------------------------------------------
 
 
+def _pull_arrays(client: JobsClient, job: JobPublic) -> tuple[TransitionArrays, np.ndarray]:
+    """The job's version as training arrays, and which of its rows policies collected."""
+    table = client.pull(job.dataset, job.version)
+    return TransitionArrays.from_arrow(table), collected_by_policy(table)
+
+
 def run_train(session: JobSession, device: str, options: WorkerOptions) -> JobComplete:
     client, job = session.client, session.job
     assert job.algorithm is not None and job.steps is not None
     run_device = "cpu" if job.device == "cpu" else device
     spec = _spec(client, job)
-    data = TransitionArrays.from_arrow(client.pull(job.dataset, job.version))
+    data, online = _pull_arrays(client, job)
     session.raise_if_stopped()
 
     parent_state: dict[str, Any] | None = None
@@ -296,7 +303,13 @@ def run_train(session: JobSession, device: str, options: WorkerOptions) -> JobCo
     else:
         normalisation = Normalisation.from_arrays(data)
     algorithm = make_algorithm(job.algorithm, job.params, spec, normalisation, run_device, job.seed, total_steps=job.steps)
-    replay = ReplayBuffer.from_arrays(data, normalisation, spec.action, algorithm.device, job.seed)
+    replay: Replay
+    if job.online_fraction is None:
+        replay = ReplayBuffer.from_arrays(data, normalisation, spec.action, algorithm.device, job.seed)
+    else:
+        replay = online_mixed_replay(
+            data, online, job.online_fraction, normalisation, spec.action, algorithm.device, job.seed
+        )
 
     saved = client.get_checkpoint(job.id)
     dynamics: str | None = None
@@ -346,6 +359,7 @@ def run_train(session: JobSession, device: str, options: WorkerOptions) -> JobCo
             "version": job.version,
             "job_id": job.id,
             "parent_policy": job.parent_policy,
+            "online_fraction": job.online_fraction,
             "training_seconds": time.monotonic() - start,
             "resumed_from_step": resumed_step,
         }

@@ -206,6 +206,10 @@ def test_bad_parameters_are_refused_naming_the_field(service, client) -> None:
     with pytest.raises(ReplaybankError) as unknown:
         train(client, steps=100, params={"expectiles": 0.5})
     assert (unknown.value.status, unknown.value.field) == (422, "params.expectiles")
+    # The service's own check: this version holds logged rows only, nothing for an online share to draw.
+    no_online_rows = cli(service, "train", "pendulum", "-a", "iql", "--online-fraction", "0.5")
+    assert no_online_rows.returncode != 0 and "online_fraction" in no_online_rows.stderr
+    assert "has none" in no_online_rows.stderr
     assert client.list_jobs().count == 0
 
 
@@ -241,11 +245,13 @@ def test_collect_fine_tune_and_evaluate(client, start_worker, tmp_path) -> None:
     grown = client.query("pendulum", "SELECT source, count(*) AS n FROM transitions GROUP BY source ORDER BY source", version=3)
     assert [tuple(row) for row in grown.rows] == [("logged", 400), (f"policy:{trained.policy_id}", 400)]
 
-    tuned_job = train(client, steps=100, parent_policy=trained.policy_id, params={"expectile": 0.8})
+    # Half of every batch from the 400 collected rows, half from the 400 logged ones.
+    tuned_job = train(client, steps=100, parent_policy=trained.policy_id, params={"expectile": 0.8}, online_fraction=0.5)
     assert tuned_job.version == 3 and tuned_job.params["hidden_sizes"] == [32, 32]  # the parent's, not the default
     tuned = wait_for(client, tuned_job.id, lambda job: job.status == "succeeded", 180, tmp_path)
     card = client.get_policy(tuned.policy_id).card
     assert (card["parent_policy"], card["version"], card["params"]["expectile"]) == (trained.policy_id, 3, 0.8)
+    assert card["online_fraction"] == 0.5
 
     evaluation = client.submit_job({"kind": "evaluate", "dataset": "pendulum", "evaluate": {"policy": tuned.policy_id, "episodes": 2}})
     wait_for(client, evaluation.id, lambda job: job.status == "succeeded", 120, tmp_path)

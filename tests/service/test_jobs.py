@@ -423,6 +423,24 @@ def test_collect_and_evaluate_jobs_need_an_environment_and_a_policy(start) -> No
     assert no_env.status_code == 422 and no_env.json()["error"]["field"] == "evaluate.policy"
 
 
+def test_an_online_fraction_needs_rows_on_both_sides_of_it(start) -> None:
+    client = start()  # version 1: logged rows only
+    for fraction in (0.5, 1.0):
+        refused = client.post("/v1/jobs", json={**IQL, "online_fraction": fraction}, headers=ADMIN)
+        assert refused.status_code == 422 and refused.json()["error"]["field"] == "online_fraction"
+        assert "collected by a policy" in refused.json()["error"]["message"] and "logged" in refused.json()["error"]["message"]
+    assert submit(client, online_fraction=0.0)["online_fraction"] == 0.0  # logged rows alone: fine
+
+    online = rows(episodes=1, length=5, first_episode=2, source="policy:iql-0123456789ab")
+    assert append(client, online).status_code == 201
+    job = submit(client, online_fraction=0.5)
+    assert job["version"] == 2 and job["online_fraction"] == 0.5
+    assert client.get(f"/v1/jobs/{job['id']}", headers=ADMIN).json()["online_fraction"] == 0.5
+    out_of_range = client.post("/v1/jobs", json={**IQL, "online_fraction": 1.5}, headers=ADMIN)
+    assert out_of_range.status_code == 422 and out_of_range.json()["error"]["field"] == "online_fraction"
+    assert submit(client)["online_fraction"] is None
+
+
 def test_gradient_steps_belong_to_train_jobs_only(start) -> None:
     client = start()
     policy = _trained_policy(client)
@@ -430,6 +448,8 @@ def test_gradient_steps_belong_to_train_jobs_only(start) -> None:
     with_steps = client.post("/v1/jobs", json={**collect, "steps": 500}, headers=ADMIN)
     assert with_steps.status_code == 422 and with_steps.json()["error"]["field"] == "steps"
     assert "collect jobs take no gradient steps" in with_steps.json()["error"]["message"]
+    with_fraction = client.post("/v1/jobs", json={**collect, "online_fraction": 0.5}, headers=ADMIN)
+    assert with_fraction.status_code == 422 and with_fraction.json()["error"]["field"] == "online_fraction"
 
     collecting = client.post("/v1/jobs", json=collect, headers=ADMIN).json()
     assert collecting["steps"] is None

@@ -7,7 +7,7 @@ export and the workers only use this interface.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import numpy as np
@@ -33,6 +33,10 @@ class TransitionArrays:
 
     def __len__(self) -> int:
         return len(self.rewards)
+
+    def subset(self, rows: np.ndarray) -> TransitionArrays:
+        """The rows a boolean mask (or an index array) picks, in order."""
+        return TransitionArrays(**{field.name: getattr(self, field.name)[rows] for field in fields(self)})
 
     @classmethod
     def from_arrow(cls, table: Any) -> TransitionArrays:

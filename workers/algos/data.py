@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.dataset import ContinuousActionSpec, DatasetSpec
-from schemas.transition import transition_schema
+from schemas.transition import POLICY_SOURCE_PREFIX, transition_schema
 from workers.algos.base import Normalisation, TransitionArrays
 
 OBSERVATION_STD_FLOOR = 1e-3
@@ -53,6 +53,11 @@ def arrays_from_arrow(table: pa.Table) -> TransitionArrays:
         episode_ids=vector("episode_id", np.int64),
         steps=vector("step", np.int32),
     )
+
+
+def collected_by_policy(table: pa.Table) -> np.ndarray:
+    """Per row, whether a policy collected it (source `policy:<id>`) rather than it being logged."""
+    return pc.starts_with(table.column("source"), POLICY_SOURCE_PREFIX).to_numpy(zero_copy_only=False)
 
 
 def arrays_to_arrow(data: TransitionArrays, spec: DatasetSpec, source: str = "logged", batch_id: str = "") -> pa.Table:

@@ -3,7 +3,7 @@
 A dataset version is copied to the device once, already normalised (standardised observations,
 actions scaled to [-1, 1], scaled rewards); a batch is an index draw from a device generator and a
 gather, with no host round trip. The same buffer, filled with `add`, holds model rollouts (COMBO);
-`sample_mixed` draws one batch from two buffers at a fixed ratio (COMBO, fine-tuning).
+`MixedReplay` draws every batch from two buffers at a fixed ratio (offline and online rows).
 """
 
 from __future__ import annotations
@@ -114,6 +114,8 @@ class ReplayBuffer:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "generator" not in state:
+            raise ValueError("this checkpoint mixed two buffers; it cannot resume a run that samples from one")
         self.generator.set_state(state["generator"])
         if "data" in state:
             for name, store in zip(Batch._fields, self._stores()):
@@ -126,21 +128,55 @@ class ReplayBuffer:
         return self.observations, self.actions, self.rewards, self.next_observations, self.terminals
 
 
-def sample_mixed(first: ReplayBuffer, second: ReplayBuffer, batch_size: int, first_fraction: float) -> Batch:
-    """One batch with round(batch_size * first_fraction) rows from `first`, the rest from `second`.
+class MixedReplay:
+    """Two buffers sampled at a fixed ratio: `round(batch_size * first_fraction)` rows of every batch
+    from `first`, the rest from `second` (fine-tuning with a set share of online rows)."""
 
-    An empty `second` gives the whole batch from `first`.
-    """
-    if not 0.0 <= first_fraction <= 1.0:
-        raise ValueError("first_fraction must lie in [0, 1]")
-    if len(second) == 0:
-        return first.sample(batch_size)
-    first_count = round(batch_size * first_fraction)
-    if first_count == 0:
-        return second.sample(batch_size)
-    if first_count == batch_size:
-        return first.sample(batch_size)
-    return Batch.cat(first.sample(first_count), second.sample(batch_size - first_count))
+    def __init__(self, first: ReplayBuffer, second: ReplayBuffer, first_fraction: float) -> None:
+        if not 0.0 <= first_fraction <= 1.0:
+            raise ValueError("first_fraction must lie in [0, 1]")
+        self.first, self.second, self.first_fraction = first, second, first_fraction
+
+    def __len__(self) -> int:
+        return len(self.first) + len(self.second)
+
+    def sample(self, batch_size: int) -> Batch:
+        first_count = round(batch_size * self.first_fraction)
+        if first_count == 0:
+            return self.second.sample(batch_size)
+        if first_count == batch_size:
+            return self.first.sample(batch_size)
+        return Batch.cat(self.first.sample(first_count), self.second.sample(batch_size - first_count))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"first": self.first.state_dict(), "second": self.second.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if set(state) != {"first", "second"}:
+            raise ValueError("this checkpoint sampled from one buffer; it cannot resume a run that mixes two")
+        self.first.load_state_dict(state["first"])
+        self.second.load_state_dict(state["second"])
+
+
+Replay = ReplayBuffer | MixedReplay
+"""What the training loop samples batches from."""
+
+
+def online_mixed_replay(
+    data: TransitionArrays,
+    online: np.ndarray,
+    online_fraction: float,
+    normalisation: Normalisation,
+    action_spec: ActionSpec,
+    device: torch.device,
+    seed: int,
+) -> MixedReplay:
+    """`online_fraction` of every batch from the rows the boolean mask `online` marks, the rest from the others."""
+    return MixedReplay(
+        ReplayBuffer.from_arrays(data.subset(online), normalisation, action_spec, device, seed),
+        ReplayBuffer.from_arrays(data.subset(~online), normalisation, action_spec, device, seed + 1),
+        online_fraction,
+    )
 
 
 def normalise_arrays(

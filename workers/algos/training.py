@@ -20,7 +20,7 @@ from schemas.algorithms import ALGORITHM_PARAMS
 from schemas.dataset import DatasetSpec
 from workers.algos import ALGORITHMS
 from workers.algos.base import Normalisation, OfflineAlgorithm, TransitionArrays
-from workers.algos.replay import ReplayBuffer
+from workers.algos.replay import Replay, ReplayBuffer
 
 CHECKPOINT_FORMAT = 1
 PRECISIONS = ("float32", "bfloat16")
@@ -64,7 +64,7 @@ def make_algorithm(
     return ALGORITHMS[name](validated, spec, normalisation, torch.device(device), seed, total_steps=total_steps)
 
 
-def checkpoint(algorithm: OfflineAlgorithm, replay: ReplayBuffer) -> dict[str, Any]:
+def checkpoint(algorithm: OfflineAlgorithm, replay: Replay) -> dict[str, Any]:
     """Everything needed to continue the run exactly: save it with `torch.save`."""
     state: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
@@ -77,7 +77,7 @@ def checkpoint(algorithm: OfflineAlgorithm, replay: ReplayBuffer) -> dict[str, A
     return state
 
 
-def restore(algorithm: OfflineAlgorithm, replay: ReplayBuffer, state: Mapping[str, Any]) -> None:
+def restore(algorithm: OfflineAlgorithm, replay: Replay, state: Mapping[str, Any]) -> None:
     """Put the algorithm, the sampler and torch's RNG back where `checkpoint` found them."""
     if state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"unsupported checkpoint format {state.get('format')!r}; expected {CHECKPOINT_FORMAT}")
@@ -90,7 +90,7 @@ def restore(algorithm: OfflineAlgorithm, replay: ReplayBuffer, state: Mapping[st
 
 def train(
     algorithm: OfflineAlgorithm,
-    replay: ReplayBuffer,
+    replay: Replay,
     steps: int,
     batch_size: int,
     *,

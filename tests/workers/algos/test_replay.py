@@ -4,7 +4,7 @@ import torch
 
 from schemas.dataset import DatasetSpec
 from workers.algos.base import Normalisation, TransitionArrays
-from workers.algos.replay import Batch, ReplayBuffer, sample_mixed
+from workers.algos.replay import Batch, MixedReplay, ReplayBuffer, online_mixed_replay
 
 SPEC = DatasetSpec.model_validate(
     {"observation": {"shape": [2]}, "action": {"kind": "continuous", "shape": [1], "low": [-4], "high": [0]}}
@@ -77,17 +77,50 @@ def test_ring_buffer_overwrites_oldest_and_keeps_data_in_state():
     torch.testing.assert_close(copy.sample(16).rewards, ring.sample(16).rewards)
 
 
-def test_sample_mixed_takes_the_ratio_from_each_buffer():
-    real = ReplayBuffer(capacity=100, observation_size=2, action_size=1, device=torch.device("cpu"), seed=0)
-    model = ReplayBuffer(capacity=100, observation_size=2, action_size=1, device=torch.device("cpu"), seed=1)
-    real.add(batch_of(1.0, 100))
-    assert sample_mixed(real, model, 10, 0.5).rewards.tolist() == [1.0] * 10  # empty model buffer
-    model.add(batch_of(-1.0, 100))
-    batch = sample_mixed(real, model, 10, 0.3)
-    assert batch.rewards.tolist() == [1.0] * 3 + [-1.0] * 7
-    assert sample_mixed(real, model, 8, 0.0).rewards.tolist() == [-1.0] * 8
+def buffer_of(reward: float, seed: int) -> ReplayBuffer:
+    buffer = ReplayBuffer(capacity=100, observation_size=2, action_size=1, device=torch.device("cpu"), seed=seed)
+    buffer.add(batch_of(reward, 100))
+    return buffer
+
+
+def test_mixed_replay_takes_its_share_of_every_batch_from_each_buffer():
+    online, offline = buffer_of(1.0, 0), buffer_of(-1.0, 1)
+    assert MixedReplay(online, offline, 0.3).sample(10).rewards.tolist() == [1.0] * 3 + [-1.0] * 7
+    assert MixedReplay(online, offline, 0.0).sample(8).rewards.tolist() == [-1.0] * 8
+    assert MixedReplay(online, offline, 1.0).sample(8).rewards.tolist() == [1.0] * 8
+    assert len(MixedReplay(online, offline, 0.5)) == 200
     with pytest.raises(ValueError, match="first_fraction"):
-        sample_mixed(real, model, 8, 1.5)
+        MixedReplay(online, offline, 1.5)
+
+
+def test_mixed_replay_resumes_both_draws_exactly():
+    def mixed(seed: int) -> MixedReplay:
+        rows = arrays(50)
+        online = np.arange(50) % 5 == 0
+        return online_mixed_replay(rows, online, 0.5, NORMALISATION, SPEC.action, torch.device("cpu"), seed)
+
+    first = mixed(seed=0)
+    first.sample(7)
+    state = first.state_dict()
+    expected = first.sample(16).rewards
+    again = mixed(seed=5)
+    assert not torch.equal(again.sample(16).rewards, expected)  # other seeds, other rows
+    again.load_state_dict(state)
+    torch.testing.assert_close(again.sample(16).rewards, expected)
+    with pytest.raises(ValueError, match="mixes two"):
+        again.load_state_dict(buffer_of(1.0, 0).state_dict())
+    with pytest.raises(ValueError, match="mixed two"):
+        buffer_of(1.0, 0).load_state_dict(state)
+
+
+def test_online_rows_are_told_apart_by_the_mask():
+    data = arrays(10)
+    online = np.arange(10) >= 8  # the last two rows (rewards 80 and 90) came from a policy
+    mixed = online_mixed_replay(data, online, 0.5, NORMALISATION, SPEC.action, torch.device("cpu"), seed=0)
+    assert (len(mixed.first), len(mixed.second)) == (2, 8)
+    rewards = mixed.sample(1000).rewards / NORMALISATION.reward_scale
+    assert set(rewards[:500].tolist()) == {80.0, 90.0}  # half of every batch, though a fifth of the rows
+    assert set(rewards[500:].tolist()) <= {0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0}
 
 
 def test_discrete_actions_stay_int64():
