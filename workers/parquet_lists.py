@@ -16,6 +16,7 @@ written from a fixed-size-list column.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pyarrow as pa
@@ -41,10 +42,11 @@ def read_fixed_size_lists(
     rows: int,
 ) -> pa.ChunkedArray | None:
     """The `rows` lists of one column chunk of `file` (the whole file in memory), or None if it is not plain."""
+    if sys.byteorder != "little" or not pa.types.is_fixed_size_list(list_type):
+        return None  # PLAIN values are little-endian, Arrow's arrays in the machine's order
     value_type = list_type.value_type
     if (
-        not pa.types.is_fixed_size_list(list_type)
-        or PHYSICAL_TYPES.get(value_type) != chunk.physical_type
+        PHYSICAL_TYPES.get(value_type) != chunk.physical_type
         or column.max_repetition_level != 1
         or chunk.has_dictionary_page
         or (chunk.compression != "UNCOMPRESSED" and chunk.compression not in CODECS)
