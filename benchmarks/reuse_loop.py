@@ -2,16 +2,19 @@
 
     .venv/bin/python benchmarks/reuse_loop.py [--seeds 0 1 2] [--rounds 3] [--offline-steps 3000]
         [--round-steps 1000] [--offline-episodes 10] [--random-actions 0.9] [--collect-episodes 10] [--sigma 0.2]
+        [--online-fraction 0.5]
 
-Per seed, three arms, all with the library functions a worker runs:
+Per seed, four arms, all with the library functions a worker runs:
 - loop: IQL trained offline on a weak logged dataset (`fit`), then `--rounds` rounds of: collect
   `--collect-episodes` episodes with the latest policy plus Gaussian exploration (`workers.collect.collect`),
   append them, and fine-tune the latest policy on the grown data for `--round-steps` steps
   (`workers.worker.start_from_parent`, keeping the parent's normalisation as a `train` job with
   `parent_policy` does);
+- mixed: the loop again, fine-tuning with `--online-fraction` of every batch drawn from the collected
+  rows (a `train` job's `online_fraction`), the rest from the logged ones;
 - offline alone: the same offline policy fine-tuned the same way for the same rounds, on the offline
   data only, so each round compares equal gradient steps and the only difference is the collected data;
-- from scratch: IQL trained fresh on the final grown data for all the loop's gradient steps.
+- from scratch: IQL trained fresh on the loop's final grown data for all its gradient steps.
 Each policy is evaluated by `workers.evaluate.evaluate` on the same seeded episodes. The table shows
 mean ± std over seeds, and each row's gain over offline alone at the same step count: the return
 difference (paired by seed) and the ratio of D4RL-style normalised scores (random 0, expert 100).
@@ -38,7 +41,7 @@ import torch
 from schemas.jobs import GaussianExploration
 from workers.algos.base import OfflineAlgorithm, TransitionArrays
 from workers.algos.data import arrays_from_arrow, episode_returns
-from workers.algos.replay import ReplayBuffer
+from workers.algos.replay import Replay, ReplayBuffer, online_mixed_replay
 from workers.algos.training import fit, make_algorithm, train
 from workers.behaviour import PENDULUM_SPEC, noisy_pendulum_controller, rollout
 from workers.collect import collect
@@ -84,8 +87,16 @@ def concatenate(first: TransitionArrays, second: TransitionArrays) -> Transition
     return TransitionArrays(**{name: np.concatenate([getattr(first, name), getattr(second, name)]) for name in columns})
 
 
-def fine_tune(parent: OfflineAlgorithm, data: TransitionArrays, steps: int, seed: int) -> OfflineAlgorithm:
-    """A `train` job with `parent_policy` as workers/worker.py's `run_train` runs it, minus the service.
+def fine_tune(
+    parent: OfflineAlgorithm,
+    data: TransitionArrays,
+    steps: int,
+    seed: int,
+    online: np.ndarray | None = None,
+    online_fraction: float | None = None,
+) -> OfflineAlgorithm:
+    """A `train` job with `parent_policy` (and `online_fraction`, given the rows `online` marks) as
+    workers/worker.py's `run_train` runs it, minus the service.
 
     The child takes the parent's parameters and normalisation. The deep copy stands for the worker's
     round trip of the parent's state through a file: the child must not share optimiser moments with
@@ -94,7 +105,13 @@ def fine_tune(parent: OfflineAlgorithm, data: TransitionArrays, steps: int, seed
     algorithm = make_algorithm(
         parent.name, parent.params, PENDULUM_SPEC, parent.normalisation, "cpu", seed, total_steps=steps
     )
-    replay = ReplayBuffer.from_arrays(data, parent.normalisation, PENDULUM_SPEC.action, algorithm.device, seed)
+    replay: Replay
+    if online_fraction is None or online is None:
+        replay = ReplayBuffer.from_arrays(data, parent.normalisation, PENDULUM_SPEC.action, algorithm.device, seed)
+    else:
+        replay = online_mixed_replay(
+            data, online, online_fraction, parent.normalisation, PENDULUM_SPEC.action, algorithm.device, seed
+        )
     start_from_parent(algorithm, copy.deepcopy(parent.state_dict()))
     algorithm.prepare(data)
     train(algorithm, replay, steps, algorithm.params.batch_size)
@@ -141,13 +158,18 @@ def run_seed(seed: int, args: argparse.Namespace) -> SeedRun:
     offline, _ = fit(ALGORITHM, offline_data, PENDULUM_SPEC, args.offline_steps, seed, params=PARAMS)
     record("offline", 0, offline_data, args.offline_steps, offline)
 
-    policy, data = offline, offline_data
-    for round_index in range(1, args.rounds + 1):
-        collected, collected_return = collect_round(policy, seed, round_index, args.collect_episodes, args.sigma)
-        data = concatenate(data, collected)
-        policy = fine_tune(policy, data, args.round_steps, seed)
-        steps = args.offline_steps + round_index * args.round_steps
-        record("loop", round_index, data, steps, policy, collected_return)
+    grown: dict[str, TransitionArrays] = {}
+    for arm, online_fraction in (("loop", None), ("mixed", args.online_fraction)):
+        policy, data = offline, offline_data
+        online = np.zeros(len(offline_data), bool)
+        for round_index in range(1, args.rounds + 1):
+            collected, collected_return = collect_round(policy, seed, round_index, args.collect_episodes, args.sigma)
+            data = concatenate(data, collected)
+            online = np.concatenate([online, np.ones(len(collected), bool)])
+            policy = fine_tune(policy, data, args.round_steps, seed, online, online_fraction)
+            steps = args.offline_steps + round_index * args.round_steps
+            record(arm, round_index, data, steps, policy, collected_return)
+        grown[arm] = data
 
     alone = offline
     for round_index in range(1, args.rounds + 1):
@@ -155,8 +177,8 @@ def run_seed(seed: int, args: argparse.Namespace) -> SeedRun:
         record("alone", round_index, offline_data, args.offline_steps + round_index * args.round_steps, alone)
 
     total_steps = args.offline_steps + args.rounds * args.round_steps
-    scratch, _ = fit(ALGORITHM, data, PENDULUM_SPEC, total_steps, seed, params=PARAMS)
-    record("scratch", args.rounds, data, total_steps, scratch)
+    scratch, _ = fit(ALGORITHM, grown["loop"], PENDULUM_SPEC, total_steps, seed, params=PARAMS)
+    record("scratch", args.rounds, grown["loop"], total_steps, scratch)
     return run
 
 
@@ -183,6 +205,7 @@ def print_table(runs: list[SeedRun], args: argparse.Namespace, seconds: float) -
     print("-" * len(header))
     rows: list[tuple[str, str, int]] = [("offline IQL", "offline", 0)]
     rows += [("loop: collect + fine-tune", "loop", r) for r in range(1, args.rounds + 1)]
+    rows += [(f"loop, online fraction {args.online_fraction:g}", "mixed", r) for r in range(1, args.rounds + 1)]
     rows += [("offline alone: fine-tune, no new data", "alone", r) for r in range(1, args.rounds + 1)]
     rows += [("from scratch on the final data", "scratch", args.rounds)]
     for label, arm, round_index in rows:
@@ -192,7 +215,7 @@ def print_table(runs: list[SeedRun], args: argparse.Namespace, seconds: float) -
         line = f"{label:<40}{round_index:>5}{picked[0].rows:>7}{picked[0].steps:>7}"
         line += f"{mean_std(collected):>19}" if collected else f"{'':>19}"
         line += f"{mean_std(returns):>18}{score(returns):>7.1f}"
-        if arm in ("loop", "scratch"):
+        if arm in ("loop", "mixed", "scratch"):
             baseline = [s.evaluation for s in stages("alone", round_index)]
             gains = [ours - theirs for ours, theirs in zip(returns, baseline)]
             line += f"{mean_std(gains, '+'):>18}{score(returns) / score(baseline):>11.2f}x"
@@ -213,6 +236,8 @@ def main() -> None:
     parser.add_argument("--collect-episodes", type=int, default=10, help="episodes collected per round")
     parser.add_argument("--sigma", type=float, default=0.2, help="exploration noise, fraction of the action half-range")
     parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--online-fraction", type=float, default=0.5,
+                        help="the mixed arm's share of every fine-tuning batch from collected rows")
     args = parser.parse_args()
     if args.rounds < 1 or min(args.offline_steps, args.round_steps, args.offline_episodes, args.collect_episodes,
                               args.eval_episodes) < 1:

@@ -46,6 +46,22 @@ def test_fine_tuning_starts_from_the_parent_and_leaves_it_untouched() -> None:
     np.testing.assert_array_equal(policy_outputs(parent, probe), before)
 
 
+def test_fine_tuning_with_an_online_fraction_draws_that_share_from_the_collected_rows(monkeypatch) -> None:
+    data = logged_dataset(episodes=2, seed=0, random_actions=0.6)
+    parent, _ = fit("iql", data, PENDULUM_SPEC, 5, seed=0, params=TINY_PARAMS)
+    online = np.arange(len(data)) >= len(data) - 40  # the last 40 of 400 rows stand for collected ones
+    sampled: list = []
+    from workers.algos import replay
+
+    real_sample = replay.MixedReplay.sample
+    monkeypatch.setattr(replay.MixedReplay, "sample", lambda self, size: sampled.append(self) or real_sample(self, size))
+
+    fine_tune(parent, data, steps=3, seed=1, online=online, online_fraction=0.5)
+
+    assert len(sampled) == 3 and sampled[0].first_fraction == 0.5
+    assert (len(sampled[0].first), len(sampled[0].second)) == (40, 360)
+
+
 def test_a_round_appends_whole_collected_episodes_to_the_logged_data() -> None:
     logged = logged_dataset(episodes=2, seed=0, random_actions=0.6)
     policy, _ = fit("iql", logged, PENDULUM_SPEC, 5, seed=0, params=TINY_PARAMS)
@@ -77,5 +93,6 @@ def test_the_script_prints_every_arm_with_its_rows_and_steps() -> None:
     assert row("offline IQL", 0)[1:3] == ["200", "30"]
     assert row("loop: collect + fine-tune", 1)[1:3] == ["400", "40"]
     assert row("loop: collect + fine-tune", 2)[1:3] == ["600", "50"]
+    assert row("loop, online fraction 0.5", 2)[1:3] == ["600", "50"]
     assert row("offline alone", 2)[1:3] == ["200", "50"]
     assert row("from scratch on the final data", 2)[1:3] == ["600", "50"]

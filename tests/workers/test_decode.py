@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +126,13 @@ def test_a_cached_file_reads_as_pyarrow_reads_it(parquet) -> None:
     for columns in (COLUMNS, ["source", "observation"]):
         table = read_parquet(path, columns)
         assert table.equals(pq.read_table(path, columns=columns))
+
+
+def test_rows_read_from_an_uncompressed_file_outlive_its_mapping(tmp_path) -> None:
+    """Uncompressed values are not copied out of the mapped file: the mapping must last as long as they do."""
+    source, path = tmp_path / "source.parquet", tmp_path / "plain.parquet"
+    write_file(source, 40_000, seed=2)
+    pq.write_table(pq.read_table(source), path, compression="none", use_dictionary=False)
+    table = read_parquet(path, COLUMNS)
+    gc.collect()
+    assert table.equals(pq.read_table(path, columns=COLUMNS))
