@@ -186,7 +186,14 @@ def watch_job(service: str, token: str | None, job_id: str) -> None:
     with _client(service, token) as client, tqdm(total=1.0, unit="", dynamic_ncols=True, file=sys.stderr) as bar:
         bar.bar_format = "{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}"
 
+        last_error: str | None = None
+
         def show(job: JobPublic) -> None:
+            nonlocal last_error
+            # An active job's error says why its last attempt ended (the summary below says why a job ended).
+            if job.error and job.error != last_error and job.status not in FINISHED_STATUSES:
+                bar.write(job.error, file=sys.stderr)
+            last_error = job.error
             bar.set_description_str(f"{job.id} {job.status}", refresh=False)
             shown = {name: f"{value:.4g}" for name, value in list(job.metrics.items())[:6]}
             bar.set_postfix({"step": job.step, **shown}, refresh=False)

@@ -197,6 +197,23 @@ def test_cancel_stops_the_job_and_the_worker_takes_the_next(client, start_worker
     assert done.worker == cancelled.worker
 
 
+def test_watch_says_why_a_job_went_back_to_the_queue(service, client, tmp_path) -> None:
+    job = train(client, steps=100)
+    assert client.claim_job("vanishing", "cpu", wait=5) is not None  # and never heard from again
+    env = {**os.environ, "REPLAYBANK_URL": service.url, "REPLAYBANK_TOKEN": service.admin_token}
+    watcher = subprocess.Popen([REPLAYBANK, "watch", job.id], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        requeued = wait_for(client, job.id, lambda job: job.status == "queued", 8 * LEASE_SECONDS, tmp_path)
+        assert "worker vanishing was last heard from" in requeued.error
+        time.sleep(1.0)  # a poll or an event for the watcher to see it by
+        client.cancel_job(job.id)
+        out, err = watcher.communicate(timeout=60)
+    finally:
+        watcher.kill()
+    assert watcher.returncode == 1 and f"job {job.id} cancelled" in out
+    assert "attempt 1 of 3: worker vanishing was last heard from at" in err
+
+
 def test_bad_parameters_are_refused_naming_the_field(service, client) -> None:
     typo = cli(service, "train", "pendulum", "-a", "iql", "-p", "expectile=1.5")
     assert typo.returncode != 0 and "params.expectile" in typo.stderr
