@@ -41,7 +41,7 @@ import torch
 from schemas.jobs import GaussianExploration
 from workers.algos.base import OfflineAlgorithm, TransitionArrays
 from workers.algos.data import arrays_from_arrow, episode_returns
-from workers.algos.replay import Replay, ReplayBuffer, online_mixed_replay
+from workers.algos.replay import training_replay
 from workers.algos.training import fit, make_algorithm, train
 from workers.behaviour import PENDULUM_SPEC, noisy_pendulum_controller, rollout
 from workers.collect import collect
@@ -105,13 +105,9 @@ def fine_tune(
     algorithm = make_algorithm(
         parent.name, parent.params, PENDULUM_SPEC, parent.normalisation, "cpu", seed, total_steps=steps
     )
-    replay: Replay
-    if online_fraction is None or online is None:
-        replay = ReplayBuffer.from_arrays(data, parent.normalisation, PENDULUM_SPEC.action, algorithm.device, seed)
-    else:
-        replay = online_mixed_replay(
-            data, online, online_fraction, parent.normalisation, PENDULUM_SPEC.action, algorithm.device, seed
-        )
+    replay = training_replay(
+        data, parent.normalisation, PENDULUM_SPEC.action, algorithm.device, seed, online_fraction, online
+    )
     start_from_parent(algorithm, copy.deepcopy(parent.state_dict()))
     algorithm.prepare(data)
     train(algorithm, replay, steps, algorithm.params.batch_size)

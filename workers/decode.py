@@ -129,21 +129,15 @@ class StreamingDecoder:
         self._decoded: dict[ColumnChunk, Future[pa.ChunkedArray]] = {}
         self._pool = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="replaybank-decode")
         self.memory: memoryview | None = None
-        image = None
-        needed = footer_size(tail)
-        if needed is not None and needed <= len(tail):
-            try:
-                metadata = pq.read_metadata(pa.BufferReader(tail))
-            except (pa.ArrowException, OSError):
-                metadata = None
-            if metadata is not None and all(_chunk_end(group.column(index)) <= size for group, index in _leaves(metadata)):
-                # Uninitialised: every byte is written by the download before it is read.
-                self.memory = aligned_memory(size)
-                image = ParquetImage.of(pa.py_buffer(self.memory), metadata, columns)
-        self._image = image
-        self._pending = deque(image.chunks if image is not None else [])
-        if image is None:
-            self.memory = None
+        self._image: ParquetImage | None = None
+        metadata = _footer_metadata(tail)
+        if metadata is not None:
+            # Uninitialised: every byte is written by the download before it is read.
+            memory = aligned_memory(size)
+            image = ParquetImage.of(pa.py_buffer(memory), metadata, columns)
+            if image is not None and all(chunk.end <= size for chunk in image.chunks):
+                self.memory, self._image = memory, image
+        self._pending = deque(self._image.chunks if self._image is not None else [])
 
     def __enter__(self) -> StreamingDecoder:
         return self
@@ -176,6 +170,12 @@ class StreamingDecoder:
         return self._image.table({chunk: future.result() for chunk, future in self._decoded.items()})
 
 
-def _leaves(metadata: pq.FileMetaData) -> list[tuple[pq.RowGroupMetaData, int]]:
-    groups = [metadata.row_group(index) for index in range(metadata.num_row_groups)]
-    return [(group, index) for group in groups for index in range(group.num_columns)]
+def _footer_metadata(tail: bytes) -> pq.FileMetaData | None:
+    """The metadata in a file's separately fetched end, if it holds a whole readable footer."""
+    needed = footer_size(tail)
+    if needed is None or needed > len(tail):
+        return None
+    try:
+        return pq.read_metadata(pa.BufferReader(tail))
+    except (pa.ArrowException, OSError):
+        return None

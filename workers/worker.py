@@ -36,7 +36,7 @@ from workers.algos.base import Normalisation, TransitionArrays
 from workers.algos.combo import COMBO
 from workers.algos.data import collected_by_policy
 from workers.algos.export import export_policy
-from workers.algos.replay import Replay, ReplayBuffer, online_mixed_replay
+from workers.algos.replay import training_replay
 from workers.algos.training import make_algorithm, restore, train
 from workers.client import ReplaybankError
 from workers.collect import CollectCursor, collect
@@ -279,10 +279,11 @@ def _spec(client: JobsClient, job: JobPublic) -> DatasetSpec:
 # --- train ------------------------------------------------------------------------------------------------
 
 
-def _pull_arrays(client: JobsClient, job: JobPublic) -> tuple[TransitionArrays, np.ndarray]:
-    """The job's version as training arrays, and which of its rows policies collected."""
+def _pull_arrays(client: JobsClient, job: JobPublic) -> tuple[TransitionArrays, np.ndarray | None]:
+    """The job's version as training arrays, and which of its rows policies collected (when the job asks)."""
     table = client.pull(job.dataset, job.version)
-    return TransitionArrays.from_arrow(table), collected_by_policy(table)
+    online = collected_by_policy(table) if job.online_fraction is not None else None
+    return TransitionArrays.from_arrow(table), online
 
 
 def run_train(session: JobSession, device: str, options: WorkerOptions) -> JobComplete:
@@ -303,13 +304,7 @@ def run_train(session: JobSession, device: str, options: WorkerOptions) -> JobCo
     else:
         normalisation = Normalisation.from_arrays(data)
     algorithm = make_algorithm(job.algorithm, job.params, spec, normalisation, run_device, job.seed, total_steps=job.steps)
-    replay: Replay
-    if job.online_fraction is None:
-        replay = ReplayBuffer.from_arrays(data, normalisation, spec.action, algorithm.device, job.seed)
-    else:
-        replay = online_mixed_replay(
-            data, online, job.online_fraction, normalisation, spec.action, algorithm.device, job.seed
-        )
+    replay = training_replay(data, normalisation, spec.action, algorithm.device, job.seed, job.online_fraction, online)
 
     saved = client.get_checkpoint(job.id)
     dynamics: str | None = None

@@ -125,39 +125,38 @@ def test_what_is_not_plain_is_left_to_pyarrow(tmp_path) -> None:
     assert refused(tmp_path, with_null_lists, use_dictionary=False)
 
 
+def first_chunk_reader(path: Path, content: bytes | None = None):
+    """`read_fixed_size_lists` on the first column chunk of a one-column file, given a list type and rows."""
+    metadata = pq.read_metadata(path)
+    file = pa.py_buffer(content if content is not None else path.read_bytes())
+    chunk, column = metadata.row_group(0).column(0), metadata.schema.column(0)
+    return lambda list_type, rows: read_fixed_size_lists(file, chunk, column, list_type, rows)
+
+
 def test_a_variable_list_column_is_not_taken_for_a_fixed_one(tmp_path) -> None:
     path = tmp_path / "x.parquet"
     pq.write_table(pa.table({"x": pa.array([[1.0, 2.0], [3.0, 4.0]], pa.list_(pa.float32()))}), path)
-    metadata = pq.read_metadata(path)
-    group = metadata.row_group(0)
-    file = pa.py_buffer(path.read_bytes())
-    assert read_fixed_size_lists(file, group.column(0), metadata.schema.column(0), pa.list_(pa.float32()), 2) is None
+    read = first_chunk_reader(path)
+    assert read(pa.list_(pa.float32()), 2) is None
     # Nor a fixed type laid over lists whose values do not add up to it.
-    assert read_fixed_size_lists(file, group.column(0), metadata.schema.column(0), pa.list_(pa.float32(), 3), 2) is None
+    assert read(pa.list_(pa.float32(), 3), 2) is None
 
 
 def test_pages_that_end_inside_a_list_are_refused(tmp_path) -> None:
     """Lists of 6 laid over a file of 3-lists: the values add up (2,500 x 6), but pages end mid-list."""
     path = tmp_path / "x.parquet"
     pq.write_table(pa.table({"x": lists(pa.float32(), 3)}), path, use_dictionary=False, data_page_size=1000)
-    metadata = pq.read_metadata(path)
-    group = metadata.row_group(0)
-    file = pa.py_buffer(path.read_bytes())
-    column = metadata.schema.column(0)
-    threes = read_fixed_size_lists(file, group.column(0), column, pa.list_(pa.float32(), 3), ROWS)
+    read = first_chunk_reader(path)
+    threes = read(pa.list_(pa.float32(), 3), ROWS)
     assert threes is not None and any(len(page) % 2 for page in threes.chunks)
-    assert read_fixed_size_lists(file, group.column(0), column, pa.list_(pa.float32(), 6), ROWS // 2) is None
+    assert read(pa.list_(pa.float32(), 6), ROWS // 2) is None
 
 
 def test_a_corrupt_page_header_is_refused_not_misread(tmp_path) -> None:
     path = tmp_path / "x.parquet"
     pq.write_table(pa.table({"x": lists(pa.float32(), 3)}), path, use_dictionary=False, compression="snappy")
-    metadata = pq.read_metadata(path)
-    group = metadata.row_group(0)
-    content = bytearray(path.read_bytes())
-    start = group.column(0).data_page_offset
+    content = path.read_bytes()
+    start = pq.read_metadata(path).row_group(0).column(0).data_page_offset
     for damage in (b"\xff" * 8, b"\x00" * 8, b"\x15\x02\x15\x7f"):
-        broken = content.copy()
-        broken[start : start + len(damage)] = damage
-        file = pa.py_buffer(bytes(broken))
-        assert read_fixed_size_lists(file, group.column(0), metadata.schema.column(0), pa.list_(pa.float32(), 3), ROWS) is None
+        broken = content[:start] + damage + content[start + len(damage) :]
+        assert first_chunk_reader(path, broken)(pa.list_(pa.float32(), 3), ROWS) is None

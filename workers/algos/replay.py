@@ -162,16 +162,21 @@ Replay = ReplayBuffer | MixedReplay
 """What the training loop samples batches from."""
 
 
-def online_mixed_replay(
+def training_replay(
     data: TransitionArrays,
-    online: np.ndarray,
-    online_fraction: float,
     normalisation: Normalisation,
     action_spec: ActionSpec,
     device: torch.device,
     seed: int,
-) -> MixedReplay:
-    """`online_fraction` of every batch from the rows the boolean mask `online` marks, the rest from the others."""
+    online_fraction: float | None = None,
+    online: np.ndarray | None = None,
+) -> Replay:
+    """What a run samples from: every row alike, or `online_fraction` of every batch from the rows the
+    boolean mask `online` marks (collected by policies) and the rest from the others."""
+    if online_fraction is None:
+        return ReplayBuffer.from_arrays(data, normalisation, action_spec, device, seed)
+    if online is None:
+        raise ValueError("an online_fraction needs the mask of online rows")
     return MixedReplay(
         ReplayBuffer.from_arrays(data.subset(online), normalisation, action_spec, device, seed),
         ReplayBuffer.from_arrays(data.subset(~online), normalisation, action_spec, device, seed + 1),

@@ -20,7 +20,7 @@ from schemas.algorithms import ALGORITHM_PARAMS
 from schemas.dataset import DatasetSpec
 from workers.algos import ALGORITHMS
 from workers.algos.base import Normalisation, OfflineAlgorithm, TransitionArrays
-from workers.algos.replay import Replay, ReplayBuffer
+from workers.algos.replay import Replay, training_replay
 
 CHECKPOINT_FORMAT = 1
 PRECISIONS = ("float32", "bfloat16")
@@ -176,7 +176,7 @@ def fit(
     """
     normalisation = normalisation or Normalisation.from_arrays(data)
     algorithm = make_algorithm(algorithm_name, params, spec, normalisation, device, seed, total_steps=steps)
-    replay = ReplayBuffer.from_arrays(data, normalisation, spec.action, algorithm.device, seed)
+    replay = training_replay(data, normalisation, spec.action, algorithm.device, seed)
     if resume_from is not None:
         restore(algorithm, replay, resume_from)
     else:

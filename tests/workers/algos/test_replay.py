@@ -4,7 +4,7 @@ import torch
 
 from schemas.dataset import DatasetSpec
 from workers.algos.base import Normalisation, TransitionArrays
-from workers.algos.replay import Batch, MixedReplay, ReplayBuffer, online_mixed_replay
+from workers.algos.replay import Batch, MixedReplay, ReplayBuffer, training_replay
 
 SPEC = DatasetSpec.model_validate(
     {"observation": {"shape": [2]}, "action": {"kind": "continuous", "shape": [1], "low": [-4], "high": [0]}}
@@ -97,7 +97,7 @@ def test_mixed_replay_resumes_both_draws_exactly():
     def mixed(seed: int) -> MixedReplay:
         rows = arrays(50)
         online = np.arange(50) % 5 == 0
-        return online_mixed_replay(rows, online, 0.5, NORMALISATION, SPEC.action, torch.device("cpu"), seed)
+        return training_replay(rows, NORMALISATION, SPEC.action, torch.device("cpu"), seed, 0.5, online)
 
     first = mixed(seed=0)
     first.sample(7)
@@ -116,7 +116,9 @@ def test_mixed_replay_resumes_both_draws_exactly():
 def test_online_rows_are_told_apart_by_the_mask():
     data = arrays(10)
     online = np.arange(10) >= 8  # the last two rows (rewards 80 and 90) came from a policy
-    mixed = online_mixed_replay(data, online, 0.5, NORMALISATION, SPEC.action, torch.device("cpu"), seed=0)
+    mixed = training_replay(data, NORMALISATION, SPEC.action, torch.device("cpu"), 0, 0.5, online)
+    assert isinstance(mixed, MixedReplay)
+    assert isinstance(training_replay(data, NORMALISATION, SPEC.action, torch.device("cpu"), 0), ReplayBuffer)
     assert (len(mixed.first), len(mixed.second)) == (2, 8)
     rewards = mixed.sample(1000).rewards / NORMALISATION.reward_scale
     assert set(rewards[:500].tolist()) == {80.0, 90.0}  # half of every batch, though a fifth of the rows
