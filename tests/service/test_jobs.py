@@ -291,15 +291,16 @@ def test_a_worker_that_keeps_beating_keeps_its_job(start) -> None:
 
 
 def test_after_a_restart_running_jobs_get_a_whole_lease_to_be_heard_from(start, make_client) -> None:
-    client = start(lease_seconds=1.0)
+    client = start(lease_seconds=2.0)
     job = submit(client)
     claimed = claim(client)
     assert claimed is not None
     client.__exit__(None, None, None)
-    time.sleep(1.2)  # the service was down for longer than the lease; the worker was not
+    time.sleep(2.4)  # the service was down for longer than the lease; the worker was not
 
-    restarted = make_client(lease_seconds=1.0, redis_url=client.app.state.settings.redis_url)
-    time.sleep(0.5)
+    restarted = make_client(lease_seconds=2.0, redis_url=client.app.state.settings.redis_url)
+    # Without the grace the first sweep would run at once; with it there are 2 s, of which this takes a few tenths.
+    time.sleep(0.3)
     beat = restarted.post(f"/v1/jobs/{job['id']}/heartbeat", json={"progress": 0.3}, headers=held(claimed["lease"]))
     assert beat.status_code == 200, beat.text
     assert restarted.get(f"/v1/jobs/{job['id']}", headers=ADMIN).json()["status"] == "running"
