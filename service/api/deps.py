@@ -8,7 +8,6 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.auth import Principal
-from service.datasets import Datasets
 from service.errors import ApiError
 from service.jobs.protocol import WorkerProtocol
 from service.jobs.submission import Jobs
@@ -23,10 +22,6 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_datasets(services: ServicesDep) -> Datasets:
-    return services.datasets
-
-
 def get_jobs(services: ServicesDep) -> Jobs:
     return services.jobs
 
@@ -39,7 +34,6 @@ def get_policies(services: ServicesDep) -> Policies:
     return services.policies
 
 
-DatasetsDep = Annotated[Datasets, Depends(get_datasets)]
 JobsDep = Annotated[Jobs, Depends(get_jobs)]
 ProtocolDep = Annotated[WorkerProtocol, Depends(get_protocol)]
 PoliciesDep = Annotated[Policies, Depends(get_policies)]
