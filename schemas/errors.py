@@ -6,9 +6,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from schemas.http import ErrorCode
+
 
 class ErrorDetail(BaseModel):
-    code: str
+    code: ErrorCode
     """A stable machine-readable name, e.g. `not_found`, `invalid_body`, `payload_too_large`."""
     message: str
     field: str | None = None

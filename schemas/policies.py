@@ -9,6 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 PolicyFormat = Literal["onnx", "torch", "state", "card"]
 """`onnx` and `torch` (the exported program) run without this project; `state` is the full training state."""
+POLICY_FILES: dict[PolicyFormat, str] = {
+    "onnx": "policy.onnx",
+    "torch": "policy.pt2",
+    "card": "card.json",
+    "state": "state.pt",
+}
+"""Format name -> file name, in a policy's folder, its upload archive and a download folder alike."""
 
 
 class Evaluation(BaseModel):

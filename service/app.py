@@ -10,7 +10,6 @@ from fastapi import FastAPI
 
 from service.api import datasets, health, jobs, policies, tokens, workers
 from service.errors import install_error_handlers
-from service.jobs import open_jobs
 from service.limits import BodySizeLimit
 from service.services import open_services
 from service.settings import Settings
@@ -22,16 +21,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with open_services(settings) as services:
-            job_side = open_jobs(services)
             app.state.services = services
-            sweeper = asyncio.create_task(job_side.sweep_silent_jobs(), name="replaybank-silent-job-sweeper")
+            sweeper = asyncio.create_task(services.protocol.sweep_silent_jobs(), name="replaybank-silent-job-sweeper")
             try:
                 yield
             finally:
                 sweeper.cancel()
                 with suppress(asyncio.CancelledError):
                     await sweeper
-                await job_side.queue.close()
+                await services.queue.close()
 
     app = FastAPI(title="replaybank", version="1", lifespan=lifespan)
     app.state.settings = settings

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schemas.errors import ErrorDetail, ErrorEnvelope
+from schemas.http import ErrorCode
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 class ApiError(Exception):
     """A request the service refuses, answered as `{"error": {"code", "message", "field"}}` with this status."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, code: ErrorCode, message: str, field: str | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -29,12 +33,27 @@ def not_found(what: str, field: str | None = None) -> ApiError:
     return ApiError(404, "not_found", f"{what} does not exist", field)
 
 
-def envelope(status: int, code: str, message: str, field: str | None = None, details: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+def invalid_field(error: ValidationError, prefix: str | None = None) -> ApiError:
+    """A 422 naming the first field pydantic refused, under `prefix` when given (e.g. `params.expectile`)."""
+    first = error.errors()[0]
+    field = ".".join([*([prefix] if prefix else []), *(str(part) for part in first["loc"])])
+    return ApiError(422, "invalid", f"{field}: {first['msg']}", field)
+
+
+def validated(model: type[Model], data: Any, prefix: str) -> Model:
+    """`data` as `model`, or the 422 of `invalid_field` for the part of the request found at `prefix`."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise invalid_field(error, prefix) from None
+
+
+def envelope(status: int, code: ErrorCode, message: str, field: str | None = None, details: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
     body = ErrorEnvelope(error=ErrorDetail(code=code, message=message, field=field), details=details)
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
 
-_HTTP_CODES = {
+_HTTP_CODES: dict[int, ErrorCode] = {
     400: "bad_request",
     401: "unauthorized",
     403: "forbidden",
@@ -67,7 +86,7 @@ async def _http_error(request: Request, error: StarletteHTTPException) -> JSONRe
         message = f"no route {request.url.path}"
     if status == 405:
         message = f"{request.method} is not allowed on {request.url.path}"
-    code = _HTTP_CODES.get(status, HTTPStatus(status).phrase.lower().replace(" ", "_"))
+    code = _HTTP_CODES.get(status, "internal" if status >= 500 else "bad_request")
     return envelope(status, code, message, getattr(error, "field", None), headers=getattr(error, "headers", None))
 
 

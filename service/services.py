@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
+import anyio.to_thread
 from filelock import FileLock, Timeout
 
 from service.auth import WORKER_TOKEN_NAME, Tokens
 from service.catalog import Catalog
-from service.datasets import CompactionPolicy, Datasets
+from service.compaction import Compaction, CompactionPolicy
+from service.datasets import Datasets
+from service.errors import ApiError
+from service.ingest import Ingest
+from service.jobs.protocol import WorkerProtocol
+from service.jobs.submission import Jobs
+from service.policies import Policies
 from service.query import QueryRunner
+from service.queue import JobQueue, create_queue
+from service.recovery import reconcile
 from service.settings import Settings
+from service.storage.artifacts import ArtifactStorage
 from service.storage.datasets import DatasetStorage
 
 LOCK_FILE = "service.lock"
@@ -29,22 +38,37 @@ class Services:
     settings: Settings
     catalog: Catalog
     storage: DatasetStorage
+    artifacts: ArtifactStorage
     datasets: Datasets
+    compaction: Compaction
+    ingest: Ingest
     tokens: Tokens
     queries: QueryRunner
+    queue: JobQueue
+    jobs: Jobs
+    protocol: WorkerProtocol
+    policies: Policies
     generated_admin_token: str | None = None
     """Set on the first start without REPLAYBANK_ADMIN_TOKEN; printed once, never stored in clear."""
-    dataset_delete_guards: list[Callable[[str], None]] = field(default_factory=list)
-    """Called with a dataset's name before it is deleted; a guard raises ApiError (409) to refuse."""
-    readiness_checks: dict[str, Callable[[], object]] = field(default_factory=dict)
-    """Extra dependencies /readyz checks (e.g. Redis when configured); each raises when it is down."""
-    extensions: dict[str, Any] = field(default_factory=dict)
-    """Room for parts built beside the data side (the job queue) without changing this class."""
+
+    async def check_ready(self) -> None:
+        """Raise 503 `not_ready` naming the first of catalog, storage and queue that does not answer."""
+        checks = {
+            "catalog": lambda: anyio.to_thread.run_sync(self.catalog.ping),
+            "storage": lambda: anyio.to_thread.run_sync(self.storage.tables.stat),
+            "queue": self.queue.ping,
+        }
+        for name, check in checks.items():
+            try:
+                await check()
+            except Exception as error:  # any failure of a dependency means "not ready", with its reason
+                raise ApiError(503, "not_ready", f"{name} is not answering: {error.__class__.__name__}: {error}", name) from None
 
 
 @contextmanager
 def open_services(settings: Settings) -> Iterator[Services]:
-    """Own the data directory (refusing a second service on it), open catalog and storage, reconcile."""
+    """Own the data directory (refusing a second service on it), open catalog and storage, reconcile, and
+    build the job side on them. The queue's connections are the caller's to close (`await queue.close()`)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(settings.data_dir / LOCK_FILE))
     try:
@@ -54,12 +78,16 @@ def open_services(settings: Settings) -> Iterator[Services]:
             f"another replaybank service is using {settings.data_dir}; stop it or set REPLAYBANK_DATA_DIR to another folder"
         ) from None
     catalog = Catalog(settings.catalog_url)
-    datasets: Datasets | None = None
+    compaction: Compaction | None = None
+    ingest: Ingest | None = None
     try:
         catalog.create_all()
         storage = DatasetStorage(settings.data_dir)
-        datasets = Datasets(catalog, storage, CompactionPolicy.from_settings(settings))
-        datasets.reconcile()
+        artifacts = ArtifactStorage(settings.data_dir)
+        datasets = Datasets(catalog, storage, artifacts)
+        reconcile(datasets)
+        compaction = Compaction(datasets, CompactionPolicy.from_settings(settings))
+        ingest = Ingest(datasets, compaction)
         tokens = Tokens(catalog)
         configured = settings.admin_token.get_secret_value() if settings.admin_token else None
         generated = tokens.ensure_admin(configured)
@@ -71,17 +99,28 @@ def open_services(settings: Settings) -> Iterator[Services]:
                 file=sys.stderr,
                 flush=True,
             )
+        queue = create_queue(settings.redis_url, catalog.engine, settings.lease_seconds, settings.max_attempts)
+        policies = Policies(catalog, artifacts, settings.max_upload_bytes)
         yield Services(
             settings=settings,
             catalog=catalog,
             storage=storage,
+            artifacts=artifacts,
             datasets=datasets,
+            compaction=compaction,
+            ingest=ingest,
             tokens=tokens,
             queries=QueryRunner(settings),
+            queue=queue,
+            jobs=Jobs(catalog, queue, datasets, artifacts),
+            protocol=WorkerProtocol(catalog, queue, datasets, artifacts, policies, settings.max_upload_bytes),
+            policies=policies,
             generated_admin_token=generated,
         )
     finally:
-        if datasets is not None:
-            datasets.close()
+        if compaction is not None:
+            compaction.close()
+        if ingest is not None:
+            ingest.close()
         catalog.close()
         lock.release()

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from schemas.tokens import TokenCreate, TokenPublic
 from service.auth import Tokens, public
 from service.catalog import Catalog
-from service.errors import ApiError
+from service.errors import ApiError, invalid_field
 from service.settings import Settings
 
 
@@ -64,10 +64,5 @@ def revoke_token_command(token_id_or_name: str, data_dir: str | None = None, dat
     print(f"revoked token {revoked.name} ({revoked.id})")
 
 
-def _reason(error: Exception) -> str:
-    if isinstance(error, ApiError):
-        return error.message
-    if isinstance(error, ValidationError):
-        first = error.errors()[0]
-        return f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}"
-    return str(error)
+def _reason(error: ApiError | ValidationError) -> str:
+    return (invalid_field(error) if isinstance(error, ValidationError) else error).message

@@ -22,12 +22,10 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from schemas.dataset import ContinuousActionSpec, DatasetSpec
+from schemas.http import ARROW_STREAM, JSON, PARQUET
 from schemas.transition import CLIENT_COLUMNS
 from service.errors import ApiError
 
-ARROW_STREAM = "application/vnd.apache.arrow.stream"
-PARQUET = "application/vnd.apache.parquet"
-JSON = "application/json"
 UPLOAD_TYPES = (ARROW_STREAM, PARQUET, JSON)
 
 

@@ -9,6 +9,9 @@ from fastapi import Depends, Request
 
 from service.auth import Principal
 from service.errors import ApiError
+from service.jobs.protocol import WorkerProtocol
+from service.jobs.submission import Jobs
+from service.policies import Policies
 from service.services import Services
 
 
@@ -17,6 +20,23 @@ def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_jobs(services: ServicesDep) -> Jobs:
+    return services.jobs
+
+
+def get_protocol(services: ServicesDep) -> WorkerProtocol:
+    return services.protocol
+
+
+def get_policies(services: ServicesDep) -> Policies:
+    return services.policies
+
+
+JobsDep = Annotated[Jobs, Depends(get_jobs)]
+ProtocolDep = Annotated[WorkerProtocol, Depends(get_protocol)]
+PoliciesDep = Annotated[Policies, Depends(get_policies)]
 
 
 def authenticate(request: Request, services: ServicesDep) -> Principal:
@@ -57,5 +77,4 @@ def may_append(principal: Principal, dataset: str, services: Services, lease: st
     (`Replaybank-Lease`) of the running collect job on that dataset it holds."""
     if principal.allows("write"):
         return True
-    jobs = services.extensions.get("jobs")
-    return lease is not None and principal.allows("worker") and jobs is not None and jobs.collect_lease_allows_append(dataset, lease)
+    return lease is not None and principal.allows("worker") and services.protocol.collect_lease_allows_append(dataset, lease)

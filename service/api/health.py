@@ -1,11 +1,10 @@
-"""Liveness (no auth) and readiness (catalog and storage answer)."""
+"""Liveness (no auth) and readiness (catalog, storage and queue answer)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
 from service.api.deps import ServicesDep
-from service.errors import ApiError
 
 router = APIRouter(tags=["health"])
 
@@ -16,12 +15,6 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-def readyz(services: ServicesDep) -> dict[str, str]:
-    checks = {"catalog": services.catalog.ping, "storage": lambda: services.storage.tables.stat()}
-    checks.update(services.readiness_checks)
-    for name, check in checks.items():
-        try:
-            check()
-        except Exception as error:  # any failure of a dependency means "not ready", with its reason
-            raise ApiError(503, "not_ready", f"{name} is not answering: {error.__class__.__name__}: {error}", name) from None
+async def readyz(services: ServicesDep) -> dict[str, str]:
+    await services.check_ready()
     return {"status": "ready"}

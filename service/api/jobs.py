@@ -6,23 +6,17 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from schemas.dataset import Name, Page
 from schemas.jobs import FINISHED_STATUSES, JobCreate, JobPublic, JobStatus, MetricPoint
-from service.api.deps import ReadDep, ServicesDep, WriteDep
-from service.jobs import Jobs
+from schemas.http import EVENT_STREAM
+from service.api.deps import JobsDep, ReadDep, WriteDep
 
 EVENT_POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
 
-
-def get_jobs(services: ServicesDep) -> Jobs:
-    return services.extensions["jobs"]
-
-
-JobsDep = Annotated[Jobs, Depends(get_jobs)]
 JobId = Annotated[str, "the job's id"]
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -87,5 +81,5 @@ async def job_events(job_id: JobId, request: Request, jobs: JobsDep, _: ReadDep)
             job = await jobs.get(job_id)
 
     return StreamingResponse(
-        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        events(), media_type=EVENT_STREAM, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )

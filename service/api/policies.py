@@ -8,55 +8,49 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import FileResponse
 
 from schemas.dataset import Name, Page
-from schemas.policies import PolicyPublic
-from service.api.deps import AdminDep, ReadDep
-from service.api.jobs import JobsDep
+from schemas.http import JSON, ONNX, OCTET_STREAM
+from schemas.policies import POLICY_FILES, PolicyFormat, PolicyPublic
+from service.api.deps import AdminDep, PoliciesDep, ReadDep
 
-MEDIA_TYPES = {
-    "onnx": ("application/onnx", "policy.onnx"),
-    "torch": ("application/octet-stream", "policy.pt2"),
-    "state": ("application/octet-stream", "state.pt"),
-    "card": ("application/json", "card.json"),
-}
+MEDIA_TYPES: dict[PolicyFormat, str] = {"onnx": ONNX, "torch": OCTET_STREAM, "state": OCTET_STREAM, "card": JSON}
 
 router = APIRouter(prefix="/v1/policies", tags=["policies"])
 
 
 @router.get("")
 async def list_policies(
-    jobs: JobsDep,
+    policies: PoliciesDep,
     _: ReadDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
     dataset: Name | None = None,
 ) -> Page[PolicyPublic]:
-    return await jobs.policies(limit, cursor, dataset)
+    return await policies.list(limit, cursor, dataset)
 
 
 @router.get("/{policy_id}")
-async def get_policy(policy_id: str, jobs: JobsDep, _: ReadDep) -> PolicyPublic:
-    return await jobs.policy(policy_id)
+async def get_policy(policy_id: str, policies: PoliciesDep, _: ReadDep) -> PolicyPublic:
+    return await policies.get(policy_id)
 
 
 @router.get("/{policy_id}/artifact")
 async def get_artifact(
     policy_id: str,
-    jobs: JobsDep,
+    policies: PoliciesDep,
     _: ReadDep,
     format: Literal["onnx", "torch", "state", "card"] = "onnx",
 ) -> FileResponse:
     """`onnx` and `torch` (the exported program) run without replaybank; `state` is the full training state."""
-    path = await jobs.policy_file(policy_id, format)
-    media_type, filename = MEDIA_TYPES[format]
+    path = await policies.file(policy_id, format)
     return FileResponse(
         path,
-        media_type=media_type,
-        filename=f"{policy_id}-{filename}",
+        media_type=MEDIA_TYPES[format],
+        filename=f"{policy_id}-{POLICY_FILES[format]}",
         headers={"Cache-Control": "public, max-age=31536000, immutable"} if format != "card" else None,
     )
 
 
 @router.delete("/{policy_id}", status_code=204)
-async def delete_policy(policy_id: str, jobs: JobsDep, _: AdminDep) -> Response:
-    await jobs.delete_policy(policy_id)
+async def delete_policy(policy_id: str, policies: PoliciesDep, _: AdminDep) -> Response:
+    await policies.delete(policy_id)
     return Response(status_code=204)

@@ -7,21 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import FileResponse
 
+from schemas.http import LEASE_HEADER, OCTET_STREAM, STEP_HEADER, TAR
 from schemas.jobs import Claim, ClaimRequest, Heartbeat, HeartbeatReply, JobComplete, JobFail, JobPublic
 from schemas.policies import PolicyPublic
-from service.api.deps import ServicesDep, WorkerDep
-from service.api.jobs import JobsDep
+from service.api.deps import PoliciesDep, ProtocolDep, WorkerDep
 from service.errors import ApiError
-from service.jobs import Jobs
 
-LEASE_HEADER = "Replaybank-Lease"
-STEP_HEADER = "Replaybank-Step"
 DISCONNECT_POLL_SECONDS = 0.5
 
 LeaseHeader = Annotated[str, Header(alias=LEASE_HEADER, min_length=1, max_length=200)]
@@ -29,38 +25,15 @@ LeaseHeader = Annotated[str, Header(alias=LEASE_HEADER, min_length=1, max_length
 router = APIRouter(prefix="/v1", tags=["workers"])
 
 
-async def receive_body(request: Request, jobs: Jobs, limit: int) -> Path:
-    """Stream the request body into a staging file, refusing it (413) as soon as it passes `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "payload_too_large", f"the body is larger than {limit} bytes", "body")
-    staged = jobs.artifacts.staging_path()
-    size = 0
-    try:
-        with open(staged, "wb") as out:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise ApiError(413, "payload_too_large", f"the body is larger than {limit} bytes", "body")
-                out.write(chunk)
-    except BaseException:
-        staged.unlink(missing_ok=True)
-        raise
-    if size == 0:
-        staged.unlink(missing_ok=True)
-        raise ApiError(422, "invalid", "the body is empty", "body")
-    return staged
-
-
 @router.post(
     "/workers/claim", response_model=Claim, responses={204: {"description": "no job within `wait` seconds"}}
 )
 async def claim_job(
-    request: ClaimRequest, http: Request, jobs: JobsDep, services: ServicesDep, _: WorkerDep
+    request: ClaimRequest, http: Request, protocol: ProtocolDep, _: WorkerDep
 ) -> Claim | Response:
     """Wait up to `wait` seconds for a job. A worker that hangs up while waiting is not handed one:
     the wait stops, and a job claimed as it left goes straight back to the queue."""
-    claiming = asyncio.create_task(jobs.claim(request, services.settings.lease_seconds))
+    claiming = asyncio.create_task(protocol.claim(request))
     while not claiming.done():
         await asyncio.wait({claiming}, timeout=DISCONNECT_POLL_SECONDS)
         if not claiming.done() and await http.is_disconnected():
@@ -72,32 +45,32 @@ async def claim_job(
     if claimed is None:
         return Response(status_code=204)
     if await http.is_disconnected():
-        await jobs.release(claimed.job.id, claimed.lease)
+        await protocol.release(claimed.job.id, claimed.lease)
         return Response(status_code=204)
     return claimed
 
 
 @router.post("/jobs/{job_id}/heartbeat")
 async def heartbeat(
-    job_id: str, beat: Heartbeat, lease: LeaseHeader, jobs: JobsDep, services: ServicesDep, _: WorkerDep
+    job_id: str, beat: Heartbeat, lease: LeaseHeader, protocol: ProtocolDep, _: WorkerDep
 ) -> HeartbeatReply:
-    return await jobs.heartbeat(job_id, lease, beat, services.settings.lease_seconds)
+    return await protocol.heartbeat(job_id, lease, beat)
 
 
 @router.post("/jobs/{job_id}/complete")
-async def complete(job_id: str, done: JobComplete, lease: LeaseHeader, jobs: JobsDep, _: WorkerDep) -> JobPublic:
-    return await jobs.complete(job_id, lease, done)
+async def complete(job_id: str, done: JobComplete, lease: LeaseHeader, protocol: ProtocolDep, _: WorkerDep) -> JobPublic:
+    return await protocol.complete(job_id, lease, done)
 
 
 @router.post("/jobs/{job_id}/fail")
-async def fail(job_id: str, failure: JobFail, lease: LeaseHeader, jobs: JobsDep, _: WorkerDep) -> JobPublic:
-    return await jobs.fail(job_id, lease, failure)
+async def fail(job_id: str, failure: JobFail, lease: LeaseHeader, protocol: ProtocolDep, _: WorkerDep) -> JobPublic:
+    return await protocol.fail(job_id, lease, failure)
 
 
 @router.post("/jobs/{job_id}/release")
-async def release(job_id: str, lease: LeaseHeader, jobs: JobsDep, _: WorkerDep) -> JobPublic:
+async def release(job_id: str, lease: LeaseHeader, protocol: ProtocolDep, _: WorkerDep) -> JobPublic:
     """Give the job back to the queue now (a worker shutting down); this attempt does not count."""
-    return await jobs.release(job_id, lease)
+    return await protocol.release(job_id, lease)
 
 
 @router.put("/jobs/{job_id}/checkpoint")
@@ -106,30 +79,27 @@ async def put_checkpoint(
     request: Request,
     lease: LeaseHeader,
     step: Annotated[int, Header(alias=STEP_HEADER, ge=0)],
-    jobs: JobsDep,
-    services: ServicesDep,
+    protocol: ProtocolDep,
     _: WorkerDep,
 ) -> JobPublic:
-    staged = await receive_body(request, jobs, services.settings.max_upload_bytes)
-    return await jobs.store_checkpoint(job_id, lease, staged, step)
+    return await protocol.store_checkpoint(job_id, lease, request.stream(), request.headers.get("content-length"), step)
 
 
 @router.get("/jobs/{job_id}/checkpoint")
-async def get_checkpoint(job_id: str, jobs: JobsDep, _: WorkerDep) -> FileResponse:
-    path, step = await jobs.checkpoint(job_id)
-    return FileResponse(path, media_type="application/octet-stream", headers={STEP_HEADER: str(step)})
+async def get_checkpoint(job_id: str, protocol: ProtocolDep, _: WorkerDep) -> FileResponse:
+    path, step = await protocol.checkpoint(job_id)
+    return FileResponse(path, media_type=OCTET_STREAM, headers={STEP_HEADER: str(step)})
 
 
 @router.post("/jobs/{job_id}/policy", status_code=201)
 async def upload_policy(
-    job_id: str, request: Request, lease: LeaseHeader, jobs: JobsDep, services: ServicesDep, _: WorkerDep
+    job_id: str, request: Request, lease: LeaseHeader, policies: PoliciesDep, _: WorkerDep
 ) -> PolicyPublic:
     """Body: a tar of policy.onnx, policy.pt2, card.json and (for fine-tuning) state.pt."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
-    if content_type not in {"application/x-tar", "application/octet-stream"}:
-        raise ApiError(415, "unsupported_media_type", "send the policy as application/x-tar", "Content-Type")
-    staged = await receive_body(request, jobs, services.settings.max_upload_bytes)
-    return await jobs.store_policy(job_id, lease, staged)
+    if content_type not in {TAR, OCTET_STREAM}:
+        raise ApiError(415, "unsupported_media_type", f"send the policy as {TAR}", "Content-Type")
+    return await policies.store(job_id, lease, request.stream(), request.headers.get("content-length"))
 
 
 DynamicsKey = Annotated[
@@ -139,15 +109,14 @@ DynamicsKey = Annotated[
 
 @router.put("/jobs/{job_id}/dynamics", status_code=204)
 async def put_dynamics(
-    job_id: str, key: DynamicsKey, request: Request, lease: LeaseHeader, jobs: JobsDep, services: ServicesDep, _: WorkerDep
+    job_id: str, key: DynamicsKey, request: Request, lease: LeaseHeader, protocol: ProtocolDep, _: WorkerDep
 ) -> Response:
     """Keep a COMBO dynamics model for the job's dataset version, for later jobs on the same version."""
-    staged = await receive_body(request, jobs, services.settings.max_upload_bytes)
-    await jobs.store_dynamics(job_id, lease, key, staged)
+    await protocol.store_dynamics(job_id, lease, key, request.stream(), request.headers.get("content-length"))
     return Response(status_code=204)
 
 
 @router.get("/jobs/{job_id}/dynamics")
-async def get_dynamics(job_id: str, key: DynamicsKey, jobs: JobsDep, _: WorkerDep) -> FileResponse:
-    return FileResponse(await jobs.dynamics(job_id, key), media_type="application/octet-stream")
+async def get_dynamics(job_id: str, key: DynamicsKey, protocol: ProtocolDep, _: WorkerDep) -> FileResponse:
+    return FileResponse(await protocol.dynamics(job_id, key), media_type=OCTET_STREAM)
 

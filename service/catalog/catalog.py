@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import asyncio
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, delete, event, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from schemas.jobs import ACTIVE_STATUSES
+from service.catalog.jobs import DynamicsRow, JobRow
 from service.catalog.tables import Base, DatasetRow, EpisodeRow, FileRow, TagRow, TokenRow, VersionRow
+
+T = TypeVar("T")
 
 EPISODE_QUERY_CHUNK = 5_000
 
@@ -45,7 +50,8 @@ def make_engine(url: str) -> Engine:
 
 
 class Catalog:
-    """Datasets, versions, tags, files, episodes and tokens. Other parts reach the same engine via `session()`."""
+    """Datasets, versions, tags, files, episodes and tokens. The job side runs its own statements through
+    `session()` or `run()`; `create_all` makes its tables too."""
 
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
@@ -62,6 +68,15 @@ class Catalog:
         """One transaction: committed when the block ends, rolled back if it raises."""
         with self._sessions.begin() as session:
             yield session
+
+    async def run(self, work: Callable[[Session], T]) -> T:
+        """`work` in one transaction on a worker thread, so the event loop goes on meanwhile."""
+
+        def in_session() -> T:
+            with self.session() as session:
+                return work(session)
+
+        return await asyncio.to_thread(in_session)
 
     def ping(self) -> None:
         with self.engine.connect() as connection:
@@ -100,10 +115,19 @@ class Catalog:
             return int(session.scalar(select(func.count()).select_from(DatasetRow)) or 0)
 
     def remove_dataset(self, dataset_id: str) -> None:
+        """Every row of the dataset's own: its versions, files, episodes, tags and COMBO dynamics models."""
         with self.session() as session:
             for table in (TagRow, FileRow, EpisodeRow, VersionRow):
                 session.execute(delete(table).where(table.dataset_id == dataset_id))
+            session.execute(delete(DynamicsRow).where(DynamicsRow.dataset == dataset_id))
             session.execute(delete(DatasetRow).where(DatasetRow.id == dataset_id))
+
+    def active_job_on(self, name: str) -> JobRow | None:
+        """A queued or running job on dataset `name`, if there is one."""
+        with self.session() as session:
+            return session.scalars(
+                select(JobRow).where(JobRow.dataset == name, JobRow.status.in_(ACTIVE_STATUSES)).limit(1)
+            ).first()
 
     # versions
 

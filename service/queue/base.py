@@ -5,6 +5,10 @@ leases. A lease that is not renewed within `lease_seconds` lapses and the job go
 worker that claims, as the next attempt; after `max_attempts` lapsed attempts the queue gives up and
 reports the job as exhausted. A lease given back on purpose (`release`, a worker shutting down) does
 not count as an attempt.
+
+The queue is the one source of a job's attempt count: a claim's `Lease.attempt` says which attempt
+it is, `Lease.attempts_after_release` what stays counted once it is given back, and `Exhausted.attempts`
+how many lapsed. The job's catalog row only records those numbers for users to see.
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ class Lease:
     """Opaque proof of holding; the worker sends it with every call about the job."""
     attempt: int
     """1 for the first try; re-claims after a lapsed lease count up."""
+
+    @property
+    def attempts_after_release(self) -> int:
+        """The attempts still counted once this lease is given back on purpose: this one is not."""
+        return self.attempt - 1
 
 
 @dataclass(frozen=True)

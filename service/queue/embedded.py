@@ -130,7 +130,7 @@ class EmbeddedJobQueue(JobQueue):
                     lease_token=None,
                     lease_expires_at=None,
                     enqueued_at=time.time(),
-                    prior_attempts=lease.attempt - 1,
+                    prior_attempts=lease.attempts_after_release,
                     deliveries=0,
                 )
             ).rowcount

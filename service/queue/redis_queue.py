@@ -218,7 +218,7 @@ class RedisJobQueue(JobQueue):
         channel, entry_id, consumer = parsed
         released = await self._release(
             keys=[self._stream(channel), self._entries],
-            args=[GROUP, consumer, entry_id, lease.job_id, lease.attempt - 1, channel],
+            args=[GROUP, consumer, entry_id, lease.job_id, lease.attempts_after_release, channel],
         )
         return bool(released)
 

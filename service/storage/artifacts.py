@@ -14,16 +14,13 @@ import os
 import shutil
 import tarfile
 import uuid
+from collections.abc import AsyncIterable
 from pathlib import Path
 from typing import Any
 
-POLICY_FILES = {
-    "onnx": "policy.onnx",
-    "torch": "policy.pt2",
-    "card": "card.json",
-    "state": "state.pt",
-}
-"""Format name -> file name inside a policy's folder; `state` is the full training state for fine-tuning."""
+from schemas.policies import POLICY_FILES
+from service.errors import ApiError
+
 REQUIRED_POLICY_FORMATS = ("onnx", "torch", "card")
 
 
@@ -41,6 +38,29 @@ class ArtifactStorage:
     def staging_path(self) -> Path:
         """A fresh path in `tmp/` to stream an upload into; move it into place or delete it."""
         return self.tmp / uuid.uuid4().hex
+
+    async def receive(self, body: AsyncIterable[bytes], declared_size: str | None, limit: int) -> Path:
+        """Stream an uploaded artifact into a staging file, refusing it (413) as soon as it passes `limit`
+        bytes and (422) when it is empty. The caller moves the file into place or deletes it."""
+        too_large = ApiError(413, "payload_too_large", f"the body is larger than {limit} bytes", "body")
+        if declared_size is not None and declared_size.isdigit() and int(declared_size) > limit:
+            raise too_large
+        staged = self.staging_path()
+        size = 0
+        try:
+            with open(staged, "wb") as out:
+                async for chunk in body:
+                    size += len(chunk)
+                    if size > limit:
+                        raise too_large
+                    out.write(chunk)
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
+        if size == 0:
+            staged.unlink(missing_ok=True)
+            raise ApiError(422, "invalid", "the body is empty", "body")
+        return staged
 
     # checkpoints
 
@@ -147,5 +167,10 @@ class ArtifactStorage:
         path = self._dynamics(dataset_id, version, key)
         return path if path.is_file() else None
 
+    def dynamics_datasets(self) -> set[str]:
+        """The ids of the datasets that have a dynamics folder."""
+        return {folder.name for folder in (self.root / "dynamics").iterdir() if folder.is_dir()}
+
     def remove_dataset(self, dataset_id: str) -> None:
+        """Everything kept for one dataset: its COMBO dynamics models."""
         shutil.rmtree(self.root / "dynamics" / dataset_id, ignore_errors=True)

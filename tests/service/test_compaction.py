@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
+from service.compaction import Compaction
 from service.datasets import Datasets
 from tests.service.conftest import ADMIN, HOPPER, MakeClient, append, rows
 
@@ -22,6 +23,10 @@ ROWS_PER_APPEND = 4
 
 def datasets_of(client: TestClient) -> Datasets:
     return client.app.state.services.datasets
+
+
+def compaction_of(client: TestClient) -> Compaction:
+    return client.app.state.services.compaction
 
 
 def compaction_count(client: TestClient) -> int:
@@ -38,7 +43,7 @@ def wait_for_compactions(client: TestClient, count: int) -> None:
 
 def wait_until_compaction_idle(client: TestClient) -> None:
     """Compaction runs on one background thread: a task queued behind it finishes after it."""
-    datasets_of(client)._compaction_work.submit(lambda: None).result(timeout=30)
+    compaction_of(client)._work.submit(lambda: None).result(timeout=30)
 
 
 def chunk(index: int) -> pa.Table:
@@ -163,7 +168,7 @@ def test_a_failed_compaction_leaves_the_dataset_usable(
         raise OSError("disk full")
 
     monkeypatch.setattr(storage, failing, broken)
-    with caplog.at_level(logging.ERROR, logger="replaybank.datasets"):
+    with caplog.at_level(logging.ERROR, logger="replaybank.compaction"):
         for index in range(5):
             assert append(client, chunk(index)).json()["version"] == index + 1
             wait_until_compaction_idle(client)

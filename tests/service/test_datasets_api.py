@@ -276,17 +276,3 @@ def test_a_second_service_on_the_same_data_directory_is_refused(make_client: Mak
     make_client()
     with pytest.raises(RuntimeError, match="another replaybank service is using"):
         make_client()
-
-
-def test_another_part_can_refuse_a_delete(hopper: TestClient) -> None:
-    from service.errors import ApiError
-
-    append(hopper, rows(episodes=1, length=2))
-
-    def in_use(name: str) -> None:
-        raise ApiError(409, "conflict", f"dataset {name!r} is in use by a queued job", "name")
-
-    hopper.app.state.services.dataset_delete_guards.append(in_use)
-    refused = hopper.delete("/v1/datasets/hopper", headers=ADMIN)
-    assert refused.status_code == 409 and "in use" in refused.json()["error"]["message"]
-    assert hopper.get("/v1/datasets/hopper", headers=ADMIN).json()["latest_version"] == 1

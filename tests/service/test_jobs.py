@@ -14,6 +14,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from service.catalog.jobs import DynamicsRow
+from service.catalog.tables import DatasetRow, EpisodeRow, FileRow, TagRow, VersionRow
 
 from tests.service.conftest import ADMIN, ARROW, GRID, HOPPER, MakeClient, append, arrow_body, rows
 
@@ -367,8 +371,55 @@ def test_a_dataset_in_use_cannot_be_deleted(start) -> None:
     job = submit(client)
     refused = client.delete("/v1/datasets/hopper", headers=ADMIN)
     assert refused.status_code == 409 and job["id"] in refused.json()["error"]["message"]
+    assert refused.json()["error"]["field"] == "name"
+    assert client.get("/v1/datasets/hopper", headers=ADMIN).json()["latest_version"] == 1, "a refused delete removes nothing"
     client.post(f"/v1/jobs/{job['id']}/cancel", headers=ADMIN)
     assert client.delete("/v1/datasets/hopper", headers=ADMIN).status_code == 204
+
+
+def test_a_deleted_dataset_leaves_no_file_and_no_catalog_row(start) -> None:
+    client = start()
+    assert client.put("/v1/datasets/hopper/tags/base", json={"version": 1}, headers=ADMIN).status_code == 200
+    job = submit(client, algorithm="combo")
+    claimed = claim(client)
+    assert claimed is not None
+    dynamics = client.put(
+        f"/v1/jobs/{job['id']}/dynamics", params={"key": "combo-0"}, content=b"model", headers=held(claimed["lease"])
+    )
+    assert dynamics.status_code == 204
+    assert client.post(f"/v1/jobs/{job['id']}/fail", json={"error": "stop"}, headers=held(claimed["lease"])).status_code == 200
+    services = client.app.state.services
+    dataset_id = services.datasets.get("hopper").id
+    data_dir = services.settings.data_dir
+
+    def paths_of_the_dataset() -> list[str]:
+        return sorted(str(path.relative_to(data_dir)) for path in data_dir.rglob("*") if dataset_id in path.parts)
+
+    def catalog_rows_of_the_dataset() -> dict[str, int]:
+        with services.catalog.session() as session:
+            counts = {
+                table.__tablename__: session.scalar(select(func.count()).select_from(table).where(column == dataset_id))
+                for table, column in (
+                    (DatasetRow, DatasetRow.id),
+                    (VersionRow, VersionRow.dataset_id),
+                    (FileRow, FileRow.dataset_id),
+                    (EpisodeRow, EpisodeRow.dataset_id),
+                    (TagRow, TagRow.dataset_id),
+                    (DynamicsRow, DynamicsRow.dataset),
+                )
+            }
+        return {name: count for name, count in counts.items() if count}
+
+    before = paths_of_the_dataset()
+    assert f"datasets/{dataset_id}" in before and f"artifacts/dynamics/{dataset_id}" in before, before
+    assert set(catalog_rows_of_the_dataset()) == {
+        "datasets", "dataset_versions", "dataset_files", "dataset_episodes", "dataset_tags", "dynamics_models"
+    }, catalog_rows_of_the_dataset()
+
+    assert client.delete("/v1/datasets/hopper", headers=ADMIN).status_code == 204
+    assert paths_of_the_dataset() == []
+    assert catalog_rows_of_the_dataset() == {}
+    assert client.get(f"/v1/jobs/{job['id']}/dynamics", params={"key": "combo-0"}, headers=ADMIN).status_code == 404
 
 
 def _trained_policy(client: TestClient) -> str:

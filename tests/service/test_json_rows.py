@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 from schemas.dataset import DatasetSpec
+from schemas.http import JSON
 from service import uploads
 from tests.service.conftest import rows
 
@@ -53,7 +54,7 @@ def test_encoder_layouts_stream_and_match_the_whole_body_parse(small_documents: 
     assert (len(parts) > 10) if cut else (len(parts) == 1)
     streamed = pa.concat_tables(parts)
     assert streamed.num_rows == 120
-    assert streamed.equals(uploads.parse(body, uploads.JSON, SPEC))
+    assert streamed.equals(uploads.parse(body, JSON, SPEC))
 
 
 def test_an_empty_rows_list_streams_as_no_rows() -> None:
@@ -66,7 +67,7 @@ def test_a_cut_inside_a_string_never_changes_rows(small_documents: None) -> None
     # give other rows.
     odd = 'odd}, {"source": "x'
     body = json.dumps({"rows": [{**row, "source": odd} for row in rows(episodes=1, length=20).to_pylist()]}).encode()
-    expected = uploads.parse(body, uploads.JSON, SPEC)
+    expected = uploads.parse(body, JSON, SPEC)
     assert expected.column("source").to_pylist() == [odd] * 20
     for step in range(40, 120):
         lines = uploads.JsonRowLines(Trickle(body, step))
@@ -85,7 +86,7 @@ def test_a_document_cut_inside_a_string_is_refused(small_documents: None) -> Non
     lines = uploads.JsonRowLines(Trickle(body, 100))
     with pytest.raises(uploads.NotRowLines):
         list(uploads.json_parts(lines, SPEC))
-    assert uploads.parse(lines.whole_body(), uploads.JSON, SPEC).column("source").to_pylist() == [row["source"]]
+    assert uploads.parse(lines.whole_body(), JSON, SPEC).column("source").to_pylist() == [row["source"]]
 
 
 @pytest.mark.parametrize(

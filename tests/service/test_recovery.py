@@ -76,3 +76,29 @@ def test_a_lost_catalog_is_rebuilt_from_the_delta_tables(make_client: MakeClient
     assert append(rebuilt, rows(episodes=2, length=5, seed=1), key="one").json() == {"version": 1, "rows": 10}
     continued = append(rebuilt, rows(episodes=1, length=2, first_episode=2, first_step=3))
     assert continued.status_code == 201 and continued.json()["version"] == 3
+
+
+def test_a_delete_interrupted_after_its_catalog_write_is_finished_on_start(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    first = make_client()
+    first.post("/v1/datasets", json=HOPPER, headers=ADMIN)
+    append(first, rows(episodes=1, length=3))
+    services = first.app.state.services
+    dataset_id = services.datasets.get("hopper").id
+    model = tmp_path / "data" / "artifacts" / "dynamics" / dataset_id / "1" / "combo-0.bin"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"model")
+
+    def crash(dataset_id: str) -> None:
+        raise OSError("the process died here")
+
+    monkeypatch.setattr(services.artifacts, "remove_dataset", crash)
+    assert first.delete("/v1/datasets/hopper", headers=ADMIN).status_code == 500
+    assert model.exists()
+    first.__exit__(None, None, None)
+
+    restarted = make_client()
+    assert restarted.get("/v1/datasets/hopper", headers=ADMIN).status_code == 404
+    leftovers = [path for path in (tmp_path / "data").rglob("*") if dataset_id in path.parts]
+    assert leftovers == []

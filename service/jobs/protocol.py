@@ -1,0 +1,301 @@
+"""The worker protocol: claim (long-poll), heartbeat, complete, fail, release; checkpoints and COMBO dynamics
+models; and the sweeper that requeues jobs whose worker fell silent.
+
+Every call about a held job checks the lease token against the job's row (`held_job`), and heartbeats
+also renew the lease in the queue, which fails once the lease lapsed and another worker took the job
+over: the late worker is told so (409 `lease_lost`) and drops the job. How many attempts a job has used
+is the queue's to say (see `service.queue.base`); the row records what the queue said.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from schemas.jobs import (
+    ACTIVE_STATUSES,
+    Claim,
+    ClaimRequest,
+    CollectResult,
+    EvaluateResult,
+    Heartbeat,
+    HeartbeatReply,
+    JobComplete,
+    JobFail,
+    JobPublic,
+    MetricPoint,
+)
+from service.catalog import Catalog
+from service.catalog.jobs import DynamicsRow, JobRow, MetricPointRow
+from service.catalog.tables import utcnow
+from service.datasets import Datasets
+from service.errors import ApiError, not_found, validated
+from service.jobs.records import aware, held_job, job_public, job_row, lease_lost
+from service.policies import Policies
+from service.queue import Exhausted, JobQueue, Lease
+from service.storage.artifacts import ArtifactStorage
+
+log = logging.getLogger("replaybank.jobs")
+
+
+class WorkerProtocol:
+    def __init__(
+        self,
+        catalog: Catalog,
+        queue: JobQueue,
+        datasets: Datasets,
+        artifacts: ArtifactStorage,
+        policies: Policies,
+        max_upload_bytes: int,
+    ) -> None:
+        self.catalog = catalog
+        self.queue = queue
+        self.datasets = datasets
+        self.artifacts = artifacts
+        self.policies = policies
+        self.max_upload_bytes = max_upload_bytes
+
+    @property
+    def lease_seconds(self) -> float:
+        return self.queue.lease_seconds
+
+    # --- claim and the lease sweeper ----------------------------------------------------------------------
+
+    async def claim(self, request: ClaimRequest) -> Claim | None:
+        channels = ["cuda", "any"] if request.device == "cuda" else ["any"]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + request.wait
+        while True:
+            item = await self.queue.claim(channels, max(0.0, deadline - loop.time()))
+            if item is None:
+                return None
+            if isinstance(item, Exhausted):
+                await self._give_up(item)
+                continue
+            row = await self.catalog.run(lambda session: _take(session, item, request.worker))
+            if row is None:
+                # cancelled or deleted while it waited in the queue
+                await self.queue.remove(item.job_id)
+                continue
+            return Claim(job=job_public(row), lease=item.token, lease_seconds=self.lease_seconds)
+
+    async def _give_up(self, exhausted: Exhausted) -> None:
+        def mark(session: Session) -> None:
+            row = session.get(JobRow, exhausted.job_id)
+            if row is not None and row.status in ACTIVE_STATUSES:
+                _fail_exhausted(row, exhausted.attempts, self.lease_seconds)
+
+        await self.catalog.run(mark)
+
+    async def sweep_silent_jobs(self) -> None:
+        """Runs while the service does: every half lease, `requeue_silent_jobs`."""
+        # A worker can be heard only while the service is up: after a start, every running job gets a
+        # whole lease to send its next heartbeat before it is judged.
+        await asyncio.sleep(self.lease_seconds)
+        while True:
+            try:
+                await self.requeue_silent_jobs()
+            except Exception:  # the catalog or the queue is away for now; the next sweep tries again
+                log.exception("could not sweep for jobs whose worker fell silent")
+            await asyncio.sleep(self.lease_seconds / 2)
+
+    async def requeue_silent_jobs(self) -> None:
+        """Running jobs not heard from for a whole lease: queued again for the next worker to claim, or
+        failed once that was their last attempt. Without this a job whose worker died would show
+        `running` until some other worker claimed."""
+        lease_seconds, max_attempts = self.lease_seconds, self.queue.max_attempts
+
+        def mark(session: Session) -> list[str]:
+            now = utcnow()
+            silent_since = now - timedelta(seconds=lease_seconds)
+            exhausted = []
+            for row in session.scalars(select(JobRow).where(JobRow.status == "running").with_for_update()):
+                last_heard = aware(row.updated_at)
+                if last_heard is None or last_heard >= silent_since:
+                    continue
+                if row.attempts >= max_attempts:
+                    _fail_exhausted(row, row.attempts, lease_seconds)
+                    exhausted.append(row.id)
+                    continue
+                row.error = (
+                    f"attempt {row.attempts} of {max_attempts}: worker {row.worker} was last heard from at "
+                    f"{last_heard:%Y-%m-%d %H:%M:%S} UTC and did not renew its {lease_seconds:g} s lease; "
+                    f"waiting for the next worker"
+                )
+                row.status, row.lease, row.worker, row.updated_at = "queued", None, None, now
+            return exhausted
+
+        # The queue keeps the lapsed lease: the next claim takes it over as the job's next attempt.
+        for job_id in await self.catalog.run(mark):
+            await self.queue.remove(job_id)
+
+    # --- while a job runs, and how it ends ----------------------------------------------------------------
+
+    async def heartbeat(self, job_id: str, token: str, beat: Heartbeat) -> HeartbeatReply:
+        row = await self.catalog.run(lambda session: held_job(session, job_id, token, allow_cancelled=True))
+        if row.status == "cancelled":
+            return HeartbeatReply(cancelled=True, lease_seconds=self.lease_seconds)
+        if not await self.queue.renew(Lease(job_id, token, row.attempts)):
+            raise lease_lost(job_id)
+
+        def record(session: Session) -> bool:
+            held = held_job(session, job_id, token, allow_cancelled=True)
+            if held.status == "cancelled":
+                return True
+            now = utcnow()
+            held.progress, held.step, held.updated_at = beat.progress, beat.step, now
+            if beat.metrics:
+                held.metrics = beat.metrics
+            points = beat.history or ([MetricPoint(step=beat.step, values=beat.metrics)] if beat.metrics else [])
+            session.add_all(
+                MetricPointRow(job_id=job_id, step=point.step, time=point.time or now, values=point.values)
+                for point in points
+            )
+            return False
+
+        cancelled = await self.catalog.run(record)
+        return HeartbeatReply(cancelled=cancelled, lease_seconds=self.lease_seconds)
+
+    async def complete(self, job_id: str, token: str, done: JobComplete) -> JobPublic:
+        def finish(session: Session) -> JobRow:
+            row = held_job(session, job_id, token)
+            result: dict[str, Any] = done.result
+            if row.kind == "train" and row.policy_id is None:
+                raise ApiError(409, "conflict", f"job {job_id} has no policy yet: POST it to /v1/jobs/{job_id}/policy first")
+            if row.kind == "collect":
+                result = validated(CollectResult, done.result, "result").model_dump(mode="json")
+            if row.kind == "evaluate":
+                evaluated = validated(EvaluateResult, done.result, "result")
+                result = evaluated.model_dump(mode="json")
+                self.policies.record_evaluation(session, row, evaluated)
+            now = utcnow()
+            row.status, row.progress, row.result, row.lease = "succeeded", 1.0, result, None
+            row.finished_at = row.updated_at = now
+            if done.metrics:
+                row.metrics = done.metrics
+            return row
+
+        row = await self.catalog.run(finish)
+        await self.queue.remove(job_id)
+        await asyncio.to_thread(self.artifacts.remove_checkpoint, job_id)
+        return job_public(row)
+
+    async def fail(self, job_id: str, token: str, failure: JobFail) -> JobPublic:
+        def mark(session: Session) -> JobRow:
+            row = held_job(session, job_id, token)
+            now = utcnow()
+            row.status, row.error, row.lease, row.finished_at, row.updated_at = "failed", failure.error, None, now, now
+            return row
+
+        row = await self.catalog.run(mark)
+        await self.queue.remove(job_id)
+        return job_public(row)
+
+    async def release(self, job_id: str, token: str) -> JobPublic:
+        row = await self.catalog.run(lambda session: held_job(session, job_id, token))
+        lease = Lease(job_id, token, row.attempts)
+        if not await self.queue.release(lease):
+            raise lease_lost(job_id)
+
+        def requeue(session: Session) -> JobRow:
+            held = held_job(session, job_id, token)
+            held.status, held.lease, held.worker, held.updated_at = "queued", None, None, utcnow()
+            held.attempts = lease.attempts_after_release
+            return held
+
+        return job_public(await self.catalog.run(requeue))
+
+    # --- checkpoints and dynamics models ------------------------------------------------------------------
+
+    async def store_checkpoint(
+        self, job_id: str, token: str, body: AsyncIterable[bytes], declared_size: str | None, step: int
+    ) -> JobPublic:
+        staged = await self.artifacts.receive(body, declared_size, self.max_upload_bytes)
+        try:
+            await self.catalog.run(lambda session: held_job(session, job_id, token))
+            await asyncio.to_thread(self.artifacts.put_checkpoint, job_id, staged)
+        finally:
+            staged.unlink(missing_ok=True)
+
+        def record(session: Session) -> JobRow:
+            row = held_job(session, job_id, token)
+            row.checkpoint_step, row.updated_at = step, utcnow()
+            return row
+
+        return job_public(await self.catalog.run(record))
+
+    async def checkpoint(self, job_id: str) -> tuple[Path, int]:
+        row = await self.catalog.run(lambda session: job_row(session, job_id))
+        path = self.artifacts.checkpoint(job_id)
+        if path is None or row.checkpoint_step is None:
+            raise not_found(f"a checkpoint of job {job_id}")
+        return path, row.checkpoint_step
+
+    async def store_dynamics(
+        self, job_id: str, token: str, key: str, body: AsyncIterable[bytes], declared_size: str | None
+    ) -> None:
+        """Keep a COMBO dynamics model for the job's dataset version, under the dataset's id."""
+        staged = await self.artifacts.receive(body, declared_size, self.max_upload_bytes)
+        try:
+            row = await self.catalog.run(lambda session: held_job(session, job_id, token))
+            dataset = await asyncio.to_thread(self.datasets.get, row.dataset, "dataset")
+            size = staged.stat().st_size
+            await asyncio.to_thread(self.artifacts.put_dynamics, dataset.id, row.version, key, staged)
+        finally:
+            staged.unlink(missing_ok=True)
+
+        def record(session: Session) -> None:
+            session.merge(DynamicsRow(dataset=dataset.id, version=row.version, key=key, size=size, created_at=utcnow()))
+
+        await self.catalog.run(record)
+
+    async def dynamics(self, job_id: str, key: str) -> Path:
+        row = await self.catalog.run(lambda session: job_row(session, job_id))
+        dataset = await asyncio.to_thread(self.datasets.get, row.dataset, "dataset")
+        path = self.artifacts.dynamics(dataset.id, row.version, key)
+        if path is None:
+            raise not_found(f"a dynamics model for {row.dataset}@{row.version} with key {key}")
+        return path
+
+    # --- what appends ask ---------------------------------------------------------------------------------
+
+    def collect_lease_allows_append(self, dataset: str, token: str) -> bool:
+        """Whether `token` is the lease of a running collect job on `dataset` (a worker token may append then)."""
+        with self.catalog.session() as session:
+            found = session.scalar(
+                select(JobRow.id).where(
+                    JobRow.dataset == dataset,
+                    JobRow.kind == "collect",
+                    JobRow.status == "running",
+                    JobRow.lease == token,
+                )
+            )
+        return found is not None
+
+
+def _take(session: Session, lease: Lease, worker: str) -> JobRow | None:
+    """Mark a claimed job running under `lease`; None when it was cancelled or deleted while queued."""
+    row = session.get(JobRow, lease.job_id, with_for_update=True)
+    if row is None or row.status not in ACTIVE_STATUSES:
+        return None
+    now = utcnow()
+    row.status, row.attempts, row.lease, row.worker, row.updated_at = "running", lease.attempt, lease.token, worker, now
+    row.started_at = row.started_at or now
+    row.error = None  # why the last attempt ended; this one starts clean
+    return row
+
+
+def _fail_exhausted(row: JobRow, attempts: int, lease_seconds: float) -> None:
+    now = utcnow()
+    row.status, row.lease, row.finished_at, row.updated_at = "failed", None, now, now
+    row.error = (
+        f"gave up after {attempts} attempts: each time the worker stopped renewing its lease "
+        f"within {lease_seconds:g} s (it died, hung or lost the network)"
+    )
