@@ -21,12 +21,12 @@ import pyarrow as pa
 
 from schemas.dataset import DatasetSpec, FileEntry, VersionFiles
 from schemas.transition import transition_schema
-from workers import files
 from workers.client.datasets import Datasets
 from workers.client.http import CONTENT_TYPES, Progress, ReplaybankError, Version, backoff, error_from, segment, version_path
 from workers.client.pull.cache import FileCache
 from workers.client.pull.decode import StreamingDecoder, footer_size, read_parquet
 from workers.client.pull.download import Body, BulkDownloader, PiecesBody, TransferFailed
+from workers.files import output_format, write_file
 
 ResultT = TypeVar("ResultT")
 
@@ -226,11 +226,11 @@ class Pulls(Datasets):
         self, name: str, version: Version, out: str | Path, *, on_progress: Progress | None = None
     ) -> PulledFiles:
         """Pull a version (through the cache) and write it as Parquet or D4RL-layout HDF5, by `out`'s suffix."""
-        files.output_format(out)  # refuse an unknown suffix before downloading anything
+        output_format(out)  # refuse an unknown suffix before downloading anything
         dataset = self.get_dataset(name)
         spec = DatasetSpec(observation=dataset.observation, action=dataset.action, env_id=dataset.env_id)
         table, pulled = self._pull(name, version, on_progress)
-        files.write_file(table, out, spec)
+        write_file(table, out, spec)
         return pulled
 
     def pull_stream(self, name: str, version: Version = "latest") -> pa.Table:
