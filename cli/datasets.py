@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -65,8 +66,6 @@ def datasets_create(
     metadata: str | None,
 ) -> None:
     """Create an empty dataset NAME."""
-    from typing import Any
-
     from schemas.dataset import ContinuousActionSpec, DatasetSpec, DiscreteActionSpec, ObservationSpec
     from workers.client import ReplaybankClient
 
