@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from cli.health import ServiceNotReady, wait_until_healthy
 from schemas.dataset import ContinuousActionSpec, DatasetSpec, ObservationSpec
-from workers.client import ServiceNotReady, wait_until_healthy
-from workers.formats import upload_schema
+from workers.files import upload_schema
 
 HOPPER = DatasetSpec(
     observation=ObservationSpec(shape=[11]),

@@ -27,13 +27,13 @@ import torch
 from _common import HOPPER, best_of_rounds, hopper_rows, running_service
 
 from schemas.jobs import JobPublic
-from workers.jobs_client import JobsClient
+from workers.client import ReplaybankClient
 
 STEPS = 20
 PARAMS = {"hidden_sizes": [256, 256], "batch_size": 256}
 
 
-def first_step_latency(client: JobsClient) -> tuple[float, JobPublic]:
+def first_step_latency(client: ReplaybankClient) -> tuple[float, JobPublic]:
     """Seconds from submission to the end of the job's first gradient step."""
     submitted_at = datetime.now(timezone.utc)
     job = client.submit_job(
@@ -73,7 +73,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="replaybank-latency-") as folder, running_service(Path(folder) / "data") as service:
         cache = Path(folder) / "worker-cache"
-        with JobsClient(service.url, service.token, cache=Path(folder) / "user-cache") as client:
+        with ReplaybankClient(service.url, service.token, cache=Path(folder) / "user-cache") as client:
             client.create_dataset("hopper", HOPPER)
             client.upload("hopper", hopper_rows(args.rows))
             worker_token = client.create_token("latency-worker", ["worker"]).token

@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from _common import HOPPER, best_of_rounds, hopper_rows, process_cpu_seconds, running_service, verdict
 
-from workers.cache import FileCache
 from workers.client import ReplaybankClient
+from workers.client.pull.cache import FileCache
 
 
 def main() -> None:

@@ -56,7 +56,7 @@ class Dataset:
 
 def pendulum_medium(seed: int) -> Dataset:
     from workers.algos.data import episode_returns
-    from workers.behaviour import PENDULUM_SPEC, pendulum_dataset
+    from workers.rollouts.behaviour import PENDULUM_SPEC, pendulum_dataset
 
     arrays = pendulum_dataset("medium", 50, seed=seed)
     return Dataset("pendulum-medium", "Pendulum-v1", PENDULUM_SPEC, arrays, float(episode_returns(arrays)[0].mean()))
@@ -68,7 +68,7 @@ def inverted_pendulum_medium(seed: int) -> Dataset:
     from schemas.dataset import DatasetSpec
     from schemas.jobs import GaussianExploration
     from workers.algos.data import arrays_from_arrow, episode_returns
-    from workers.collect import collect
+    from workers.rollouts.collect import collect
 
     spec = DatasetSpec.model_validate(
         {
@@ -110,7 +110,7 @@ def train_ours(algorithm: str, dataset: Dataset, seed: int, scale: float, episod
     import torch
 
     from workers.algos.training import fit
-    from workers.evaluate import evaluate
+    from workers.rollouts.evaluate import evaluate
 
     torch.set_num_threads(1)
     steps = max(1, int(STEPS[algorithm] * scale))
@@ -142,7 +142,7 @@ def train_d3rlpy(python: Path, algorithm: str, data: Path, out: Path, seed: int,
 def evaluate_torchscript(path: Path, env_id: str, episodes: int) -> dict:
     import torch
 
-    from workers.evaluate import evaluate
+    from workers.rollouts.evaluate import evaluate
 
     module = torch.jit.load(str(path))
     result = evaluate(module, env_id, episodes=episodes, seed=EVALUATION_SEED)

@@ -13,7 +13,7 @@ import argparse
 
 import numpy as np
 
-from workers.evaluate import evaluate
+from workers.rollouts.evaluate import evaluate
 
 PENDULUM_MAX_TORQUE = 2.0
 

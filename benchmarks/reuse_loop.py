@@ -6,16 +6,16 @@
 
 Per seed, four arms, all with the library functions a worker runs:
 - loop: IQL trained offline on a weak logged dataset (`fit`), then `--rounds` rounds of: collect
-  `--collect-episodes` episodes with the latest policy plus Gaussian exploration (`workers.collect.collect`),
+  `--collect-episodes` episodes with the latest policy plus Gaussian exploration (`workers.rollouts.collect.collect`),
   append them, and fine-tune the latest policy on the grown data for `--round-steps` steps
-  (`workers.worker.start_from_parent`, keeping the parent's normalisation as a `train` job with
+  (`workers.runtime.train.start_from_parent`, keeping the parent's normalisation as a `train` job with
   `parent_policy` does);
 - mixed: the loop again, fine-tuning with `--online-fraction` of every batch drawn from the collected
   rows (a `train` job's `online_fraction`), the rest from the logged ones;
 - offline alone: the same offline policy fine-tuned the same way for the same rounds, on the offline
   data only, so each round compares equal gradient steps and the only difference is the collected data;
 - from scratch: IQL trained fresh on the loop's final grown data for all its gradient steps.
-Each policy is evaluated by `workers.evaluate.evaluate` on the same seeded episodes. The table shows
+Each policy is evaluated by `workers.rollouts.evaluate.evaluate` on the same seeded episodes. The table shows
 mean ± std over seeds, and each row's gain over offline alone at the same step count: the return
 difference (paired by seed) and the ratio of D4RL-style normalised scores (random 0, expert 100).
 
@@ -43,10 +43,10 @@ from workers.algos.base import OfflineAlgorithm, TransitionArrays
 from workers.algos.data import arrays_from_arrow, episode_returns
 from workers.algos.replay import training_replay
 from workers.algos.training import fit, make_algorithm, train
-from workers.behaviour import PENDULUM_SPEC, noisy_pendulum_controller, rollout
-from workers.collect import collect
-from workers.evaluate import evaluate, normalised_score
-from workers.worker import start_from_parent
+from workers.rollouts.behaviour import PENDULUM_SPEC, noisy_pendulum_controller, rollout
+from workers.rollouts.collect import collect
+from workers.rollouts.evaluate import evaluate, normalised_score
+from workers.runtime.train import start_from_parent
 
 ENV_ID = "Pendulum-v1"
 ALGORITHM = "iql"

@@ -1,82 +1,34 @@
-"""Commands: jobs, workers and policies. Each imports what it needs inside the command."""
+"""Commands on jobs: train and collect (submit one), jobs (list, show, cancel, metrics), watch."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import sys
+import time
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from cli.data import service_option, token_option, version_option
+from cli.errors import reports_errors
+from cli.options import params_option, parse_params, parse_version, service_option, token_option, version_option, watch_option
+from cli.output import print_table
 from schemas.algorithms import ALGORITHM_PARAMS
 
-commands: list[click.Command] = []
+if TYPE_CHECKING:
+    from schemas.jobs import JobCreate, JobPublic
 
-ALGORITHM_CHOICES = click.Choice(sorted(ALGORITHM_PARAMS))
-DEVICE_CHOICES = click.Choice(["cpu", "cuda", "auto"])
-watch_option = click.option("--watch/--no-watch", default=False, show_default=True, help="Follow the job until it ends.")
-
-
-def _command(function: click.Command) -> click.Command:
-    commands.append(function)
-    return function
+POLL_SECONDS = 1.0
+"""Pause before following a job again after its event stream broke."""
 
 
-@_command
-@click.command()
-@service_option
-@token_option
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Default: CUDA when torch sees a GPU.")
-@click.option("--name", default=None, help="A name for job records and logs (default: host-pid).")
-@click.option("--wait", "wait_seconds", default=20.0, show_default=True, type=click.FloatRange(0, 60), help="Seconds one claim waits for a job.")
-@click.option("--checkpoint-seconds", default=60.0, show_default=True, type=click.FloatRange(min=0), help="Seconds between checkpoints.")
-@click.option("--progress-every", default=200, show_default=True, type=click.IntRange(min=1), help="Gradient steps between progress reports.")
-@click.option("--eval-episodes", default=5, show_default=True, type=click.IntRange(min=0), help="Episodes to evaluate each trained policy (0: none).")
-@click.option("--max-jobs", default=None, type=click.IntRange(min=1), help="Exit after this many jobs.")
-@click.option("--exit-when-idle", is_flag=True, help="Exit when a claim finds no job.")
-@click.option("--threads", default=None, type=click.IntRange(min=1), help="torch CPU threads (default: torch's).")
-@click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Snapshot file cache (default: REPLAYBANK_CACHE_DIR or ~/.cache/replaybank).")
-def worker(
-    service: str,
-    token: str | None,
-    device: str | None,
-    name: str | None,
-    wait_seconds: float,
-    checkpoint_seconds: float,
-    progress_every: int,
-    eval_episodes: int,
-    max_jobs: int | None,
-    exit_when_idle: bool,
-    threads: int | None,
-    cache_dir: str | None,
-) -> None:
-    """Claim and run jobs (train, collect, evaluate) until SIGTERM; checkpoints and gives the job back on the way out."""
-    from workers.job_commands import start_worker
-    from workers.worker import WorkerOptions
-
-    fields = {
-        "name": name,
-        "wait_seconds": wait_seconds,
-        "checkpoint_seconds": checkpoint_seconds,
-        "progress_every": progress_every,
-        "eval_episodes": eval_episodes,
-        "max_jobs": max_jobs,
-        "exit_when_idle": exit_when_idle,
-        "threads": threads,
-        "cache_dir": Path(cache_dir) if cache_dir else None,
-    }
-    start_worker(service, token, device, WorkerOptions(**{key: value for key, value in fields.items() if value is not None}))
-
-
-@_command
 @click.command()
 @service_option
 @token_option
 @click.argument("dataset")
-@click.option("--algorithm", "-a", required=True, type=ALGORITHM_CHOICES)
+@click.option("--algorithm", "-a", required=True, type=click.Choice(sorted(ALGORITHM_PARAMS)))
 @version_option
 @click.option("--steps", default=100_000, show_default=True, type=click.IntRange(min=1), help="Gradient steps.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
-@click.option("--param", "-p", "assignments", multiple=True, metavar="KEY=VALUE", help="An algorithm parameter (repeatable).")
+@params_option
 @click.option("--parent", default=None, help="Fine-tune from this policy (its full training state).")
 @click.option(
     "--online-fraction",
@@ -84,8 +36,9 @@ def worker(
     type=click.FloatRange(0.0, 1.0),
     help="Share of every batch drawn from rows policies collected (the rest from logged rows); default: all rows alike.",
 )
-@click.option("--device", default="auto", show_default=True, type=DEVICE_CHOICES)
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["cpu", "cuda", "auto"]))
 @watch_option
+@reports_errors
 def train(
     service: str,
     token: str | None,
@@ -101,12 +54,21 @@ def train(
     watch: bool,
 ) -> None:
     """Submit a training job on DATASET; prints the job id."""
-    from workers.job_commands import submit_train
+    job = validated_job(
+        kind="train",
+        dataset=dataset,
+        algorithm=algorithm,
+        version=parse_version(version),
+        steps=steps,
+        seed=seed,
+        params=parse_params(assignments),
+        parent_policy=parent,
+        online_fraction=online_fraction,
+        device=device,
+    )
+    submit(service, token, job, watch)
 
-    submit_train(service, token, dataset, algorithm, version, steps, seed, assignments, parent, online_fraction, device, watch)
 
-
-@_command
 @click.command()
 @service_option
 @token_option
@@ -119,6 +81,7 @@ def train(
 @click.option("--chunk-steps", default=5_000, show_default=True, type=click.IntRange(min=1), help="Rows per uploaded chunk (closed on an episode end).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @watch_option
+@reports_errors
 def collect(
     service: str,
     token: str | None,
@@ -133,12 +96,21 @@ def collect(
     watch: bool,
 ) -> None:
     """Submit a collect job: a worker runs POLICY and appends what it saw to DATASET, chunk by chunk."""
-    from workers.job_commands import submit_collect
+    if noise is not None and epsilon is not None:
+        raise click.ClickException("choose one exploration: --noise (Gaussian) or --epsilon")
+    exploration = {"kind": "gaussian", "sigma": noise} if noise is not None else None
+    if epsilon is not None:
+        exploration = {"kind": "epsilon", "epsilon": epsilon}
+    options = {"policy": policy, "episodes": episodes, "steps": steps, "exploration": exploration, "chunk_steps": chunk_steps}
+    job = validated_job(
+        kind="collect",
+        dataset=dataset,
+        seed=seed,
+        collect={key: value for key, value in options.items() if value is not None},
+    )
+    submit(service, token, job, watch)
 
-    submit_collect(service, token, dataset, policy, episodes, steps, noise, epsilon, chunk_steps, seed, watch)
 
-
-@_command
 @click.group(invoke_without_command=True)
 @service_option
 @token_option
@@ -146,122 +118,160 @@ def collect(
 @click.option("--dataset", default=None)
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
 @click.pass_context
+@reports_errors
 def jobs(context: click.Context, service: str, token: str | None, status: str | None, dataset: str | None, limit: int) -> None:
     """List jobs, newest first; `show`, `cancel` and `metrics` one."""
     context.obj = {"service": service, "token": token}
-    if context.invoked_subcommand is None:
-        from workers.job_commands import list_jobs
+    if context.invoked_subcommand is not None:
+        return
+    from workers.client import ReplaybankClient
 
-        list_jobs(service, token, status, dataset, limit)
+    with ReplaybankClient(service, token) as client:
+        page = client.list_jobs(status=status, dataset=dataset, limit=limit)
+    rows = [
+        (
+            job.id,
+            job.kind,
+            _what(job),
+            f"{job.dataset}@{job.version}",
+            job.status,
+            f"{job.progress:.0%}",
+            str(job.attempts),
+            job.policy_id or "",
+        )
+        for job in page.data
+    ]
+    print_table(("id", "kind", "what", "data", "status", "progress", "attempts", "policy"), rows)
+    if page.next:
+        click.echo(f"... {page.count} jobs in all", err=True)
 
 
 @jobs.command("show")
 @click.argument("job_id")
 @click.pass_obj
-def jobs_show(obj: dict[str, str | None], job_id: str) -> None:
+@reports_errors
+def jobs_show(obj: dict[str, Any], job_id: str) -> None:
     """A job as JSON: status, progress, metrics, attempts, policy."""
-    from workers.job_commands import show_job
+    from workers.client import ReplaybankClient
 
-    show_job(obj["service"], obj["token"], job_id)  # type: ignore[arg-type]
+    with ReplaybankClient(obj["service"], obj["token"]) as client:
+        click.echo(client.get_job(job_id).model_dump_json(indent=2))
 
 
 @jobs.command("cancel")
 @click.argument("job_id")
 @click.pass_obj
-def jobs_cancel(obj: dict[str, str | None], job_id: str) -> None:
+@reports_errors
+def jobs_cancel(obj: dict[str, Any], job_id: str) -> None:
     """Cancel a job; a running one stops at its worker's next heartbeat."""
-    from workers.job_commands import cancel_job
+    from workers.client import ReplaybankClient
 
-    cancel_job(obj["service"], obj["token"], job_id)  # type: ignore[arg-type]
+    with ReplaybankClient(obj["service"], obj["token"]) as client:
+        job = client.cancel_job(job_id)
+    click.echo(f"job {job.id} {job.status}")
 
 
 @jobs.command("metrics")
 @click.argument("job_id")
 @click.pass_obj
-def jobs_metrics(obj: dict[str, str | None], job_id: str) -> None:
+@reports_errors
+def jobs_metrics(obj: dict[str, Any], job_id: str) -> None:
     """The job's metric history (learning curves) as JSON lines."""
-    from workers.job_commands import job_metrics
+    from workers.client import ReplaybankClient
 
-    job_metrics(obj["service"], obj["token"], job_id)  # type: ignore[arg-type]
+    with ReplaybankClient(obj["service"], obj["token"]) as client:
+        for point in client.job_metrics(job_id):
+            click.echo(point.model_dump_json())
 
 
-@_command
 @click.command()
 @service_option
 @token_option
 @click.argument("job_id")
+@reports_errors
 def watch(service: str, token: str | None, job_id: str) -> None:
     """A live progress bar with the latest metrics until the job ends; exits non-zero unless it succeeded."""
-    from workers.job_commands import watch_job
-
     watch_job(service, token, job_id)
 
 
-@_command
-@click.group(invoke_without_command=True)
-@service_option
-@token_option
-@click.option("--dataset", default=None)
-@click.pass_context
-def policies(context: click.Context, service: str, token: str | None, dataset: str | None) -> None:
-    """List trained policies; `show`, `evaluate` and `delete` one."""
-    context.obj = {"service": service, "token": token}
-    if context.invoked_subcommand is None:
-        from workers.job_commands import list_policies
+def validated_job(**fields: Any) -> JobCreate:
+    """The job as the service will see it, checked here first so mistakes are named before anything is sent."""
+    from pydantic import ValidationError
 
-        list_policies(service, token, dataset)
+    from schemas.jobs import JobCreate
 
-
-@policies.command("show")
-@click.argument("policy_id")
-@click.pass_obj
-def policies_show(obj: dict[str, str | None], policy_id: str) -> None:
-    """A policy with its card as JSON."""
-    from workers.job_commands import show_policy
-
-    show_policy(obj["service"], obj["token"], policy_id)  # type: ignore[arg-type]
+    try:
+        return JobCreate.model_validate({key: value for key, value in fields.items() if value is not None})
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc']) or 'job'}: {item['msg']}" for item in error.errors()
+        )
+        raise click.ClickException(problems) from error
 
 
-@policies.command("evaluate")
-@click.argument("policy_id")
-@click.option("--episodes", default=10, show_default=True, type=click.IntRange(min=1))
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
-@watch_option
-@click.pass_obj
-def policies_evaluate(obj: dict[str, str | None], policy_id: str, episodes: int, seed: int, watch: bool) -> None:
-    """Submit an evaluate job: a worker runs the policy in its dataset's environment; returns go on its card."""
-    from workers.job_commands import submit_evaluate
+def submit(service: str, token: str | None, job: JobCreate, watch: bool) -> None:
+    """Submit `job`, print its id alone on stdout (for scripts), and follow it when `watch`."""
+    from workers.client import ReplaybankClient
 
-    submit_evaluate(obj["service"], obj["token"], policy_id, episodes, seed, watch)  # type: ignore[arg-type]
-
-
-@policies.command("delete")
-@click.argument("policy_id")
-@click.pass_obj
-def policies_delete(obj: dict[str, str | None], policy_id: str) -> None:
-    """Delete a policy and its files (admin)."""
-    from workers.job_commands import delete_policy
-
-    delete_policy(obj["service"], obj["token"], policy_id)  # type: ignore[arg-type]
+    with ReplaybankClient(service, token) as client:
+        submitted = client.submit_job(job)
+    click.echo(f"job {submitted.id}: {submitted.kind} on {submitted.dataset}@{submitted.version} queued", err=True)
+    click.echo(submitted.id)
+    if watch:
+        watch_job(service, token, submitted.id)
 
 
-@_command
-@click.command()
-@service_option
-@token_option
-@click.argument("policy_id")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the files.")
-@click.option(
-    "--format",
-    "formats",
-    multiple=True,
-    default=["onnx", "torch", "card"],
-    show_default=True,
-    type=click.Choice(["onnx", "torch", "card", "state"]),
-    help="Which files (repeatable).",
-)
-def download(service: str, token: str | None, policy_id: str, out_dir: str, formats: tuple[str, ...]) -> None:
-    """Download a policy: policy.onnx, policy.pt2 and card.json in --out, as `fit --out` writes them."""
-    from workers.job_commands import download_policy
+def watch_job(service: str, token: str | None, job_id: str) -> None:
+    """A live bar with the latest metrics; follows server-sent events, polling if the stream breaks."""
+    from tqdm import tqdm
 
-    download_policy(service, token, policy_id, out_dir, formats)
+    from schemas.jobs import FINISHED_STATUSES
+    from workers.client import ReplaybankClient, ReplaybankError
+
+    with ReplaybankClient(service, token) as client, tqdm(total=1.0, unit="", dynamic_ncols=True, file=sys.stderr) as bar:
+        bar.bar_format = "{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}"
+
+        last_error: str | None = None
+
+        def show(job: JobPublic) -> None:
+            nonlocal last_error
+            # An active job's error says why its last attempt ended (the summary below says why a job ended).
+            if job.error and job.error != last_error and job.status not in FINISHED_STATUSES:
+                bar.write(job.error, file=sys.stderr)
+            last_error = job.error
+            bar.set_description_str(f"{job.id} {job.status}", refresh=False)
+            shown = {name: f"{value:.4g}" for name, value in list(job.metrics.items())[:6]}
+            bar.set_postfix({"step": job.step, **shown}, refresh=False)
+            bar.update(job.progress - bar.n)
+
+        job = client.get_job(job_id)
+        show(job)
+        while job.status not in FINISHED_STATUSES:
+            try:
+                for job in client.job_events(job_id):
+                    show(job)
+            except ReplaybankError as error:
+                if not error.transient:
+                    raise
+                time.sleep(POLL_SECONDS)
+            job = client.get_job(job_id)
+            show(job)
+    summary = f"job {job.id} {job.status}"
+    if job.policy_id:
+        summary += f": policy {job.policy_id}"
+    if job.error:
+        summary += f"\n{job.error.strip().splitlines()[0]}"
+    click.echo(summary)
+    if job.status != "succeeded":
+        raise SystemExit(1)
+
+
+def _what(job: JobPublic) -> str:
+    if job.collect is not None:
+        return f"policy {job.collect.policy}"
+    if job.evaluate is not None:
+        return f"policy {job.evaluate.policy}"
+    return job.algorithm or ""
+
+
+commands: list[click.Command] = [train, collect, jobs, watch]

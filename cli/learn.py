@@ -1,7 +1,4 @@
-"""Commands: learn. Train on a local file and evaluate a policy directory, without a service.
-
-Each imports what it needs inside the command.
-"""
+"""Commands that learn without a service: fit (train on a local file) and evaluate (a policy folder)."""
 
 from __future__ import annotations
 
@@ -9,6 +6,7 @@ import json
 
 import click
 
+from cli.options import params_option, parse_params
 from schemas.algorithms import ALGORITHM_PARAMS
 
 
@@ -25,7 +23,7 @@ from schemas.algorithms import ALGORITHM_PARAMS
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="folder for the policy files")
-@click.option("--param", "-p", "assignments", multiple=True, metavar="KEY=VALUE", help="an algorithm parameter")
+@params_option
 @click.option("--env", "env_id", default=None, help="Gymnasium id to record on the card (default: the file's)")
 @click.option(
     "--threads",
@@ -49,8 +47,8 @@ def fit_command(
     from pydantic import ValidationError
     from tqdm import tqdm
 
-    from workers.formats import FormatError
-    from workers.local import fit_file, parse_params
+    from workers.files import FormatError
+    from workers.local import fit_file
 
     # delay: a run refused at once (bad params, unreadable file) shows no empty bar before its message
     with tqdm(total=steps, unit="step", dynamic_ncols=True, desc=algorithm, delay=0.5) as bar:

@@ -1,8 +1,8 @@
-"""The command tree; every command lives in cli/data.py, cli/learn.py or cli/jobs.py."""
+"""The command tree: every group of commands, added to one `replaybank` group."""
 
 import click
 
-from cli import data, jobs, learn
+from cli import datasets, jobs, learn, policies, pulls, service, worker
 
 
 @click.group()
@@ -11,7 +11,7 @@ def cli() -> None:
     """replaybank: versioned offline-RL datasets and the policies trained on them."""
 
 
-for _module in (data, learn, jobs):
+for _module in (service, datasets, pulls, learn, jobs, policies, worker):
     for _command in _module.commands:
         cli.add_command(_command)
 

@@ -6,8 +6,9 @@ scripted controller, trains IQL offline, evaluates it, collects online with that
 the grown version, evaluates again, and prints a table. Everything stays in REPLAYBANK_DATA_DIR
 (default ./.replaybank), so `replaybank serve` on that folder afterwards shows it all.
 
-Environment: REPLAYBANK_DATA_DIR, REPLAYBANK_ADMIN_TOKEN (used when set), DEMO_OFFLINE_STEPS,
-DEMO_FINETUNE_STEPS, DEMO_LOGGED_EPISODES, DEMO_COLLECT_EPISODES to change the budget.
+Environment: REPLAYBANK_DATA_DIR, REPLAYBANK_ADMIN_TOKEN (the service's admin token; made up for this
+run when unset), DEMO_OFFLINE_STEPS, DEMO_FINETUNE_STEPS, DEMO_LOGGED_EPISODES, DEMO_COLLECT_EPISODES
+to change the budget.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from pathlib import Path
 from typing import Iterator
 
 
+from cli.health import ServiceNotReady, wait_until_healthy
 from schemas.dataset import ContinuousActionSpec, DatasetSpec, ObservationSpec
 from schemas.jobs import JobCreate, JobPublic
 from workers.algos.data import arrays_to_arrow
-from workers.behaviour import pendulum_dataset
-from workers.client import ReplaybankError, ServiceNotReady, wait_until_healthy
-from workers.jobs_client import JobsClient
+from workers.client import ReplaybankClient, ReplaybankError
+from workers.rollouts.behaviour import pendulum_dataset
 
 REPLAYBANK = str(Path(sys.executable).with_name("replaybank"))
 ENV_ID = "Pendulum-v1"
@@ -49,13 +50,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def create_token(env: dict[str, str], name: str, scope: str) -> str:
-    result = subprocess.run(
-        [REPLAYBANK, "token", "create", name, "--scope", scope], env=env, capture_output=True, text=True, check=True
-    )
-    return result.stdout.strip()
-
-
 @contextmanager
 def background(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
     """A child process with its output in `log`, stopped with SIGTERM (then SIGKILL) on the way out."""
@@ -72,7 +66,7 @@ def background(command: list[str], env: dict[str, str], log: Path) -> Iterator[s
                 process.wait()
 
 
-def free_dataset_name(client: JobsClient, base: str) -> str:
+def free_dataset_name(client: ReplaybankClient, base: str) -> str:
     taken = {dataset.name for dataset in client.list_datasets()}
     if base not in taken:
         return base
@@ -82,7 +76,7 @@ def free_dataset_name(client: JobsClient, base: str) -> str:
     return f"{base}-{number}"
 
 
-def run_job(client: JobsClient, job: JobCreate, label: str) -> JobPublic:
+def run_job(client: ReplaybankClient, job: JobCreate, label: str) -> JobPublic:
     submitted = client.submit_job(job)
     print(f"  {label}: job {submitted.id} on {job.dataset}@{submitted.version}", flush=True)
     last_shown = -1.0
@@ -101,7 +95,7 @@ def run_job(client: JobsClient, job: JobCreate, label: str) -> JobPublic:
     return current
 
 
-def evaluated_return(client: JobsClient, dataset: str, policy_id: str, episodes: int) -> float:
+def evaluated_return(client: ReplaybankClient, dataset: str, policy_id: str, episodes: int) -> float:
     job = run_job(
         client,
         JobCreate(kind="evaluate", dataset=dataset, evaluate={"policy": policy_id, "episodes": episodes}),
@@ -114,30 +108,35 @@ def main() -> None:
     data_dir = Path(os.environ.get("REPLAYBANK_DATA_DIR", ".replaybank")).resolve()
     logs = data_dir / "demo-logs"
     logs.mkdir(parents=True, exist_ok=True)
+    # The service takes its admin token from the environment; without one, this run makes one up.
+    admin_token = os.environ.get("REPLAYBANK_ADMIN_TOKEN") or "rb_demo_" + secrets.token_urlsafe(24)
     env = dict(os.environ, REPLAYBANK_DATA_DIR=str(data_dir))
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    admin_token = os.environ.get("REPLAYBANK_ADMIN_TOKEN") or create_token(env, f"demo-{stamp}", "admin")
-    worker_token = create_token(env, f"demo-worker-{stamp}-{secrets.token_hex(2)}", "worker")
     url = f"http://127.0.0.1:{free_port()}"
     print(f"replaybank demo: data in {data_dir}, service at {url}, logs in {logs}", flush=True)
 
     with ExitStack() as stack:
         service_log = logs / "service.log"
         service = stack.enter_context(
-            background([REPLAYBANK, "serve", "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1]], env, service_log)
+            background(
+                [REPLAYBANK, "serve", "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1]],
+                {**env, "REPLAYBANK_ADMIN_TOKEN": admin_token},
+                service_log,
+            )
         )
         try:
             wait_until_healthy(url, service)
         except ServiceNotReady as error:
             raise SystemExit(f"{error}; see {service_log}") from error
+        client = stack.enter_context(ReplaybankClient(url, admin_token))
+        worker_token = client.create_token(f"demo-worker-{stamp}-{secrets.token_hex(2)}", ["worker"]).token
         worker_command = [REPLAYBANK, "worker", "--service", url, "--token", worker_token, "--device", "cpu", "--threads", "1"]
         stack.enter_context(background(worker_command, env, logs / "worker.log"))
-        client = stack.enter_context(JobsClient(url, admin_token))
         loop(client)
     print(f"\nstate kept in {data_dir}: `REPLAYBANK_DATA_DIR={data_dir} replaybank serve` shows every dataset, job and policy")
 
 
-def loop(client: JobsClient) -> None:
+def loop(client: ReplaybankClient) -> None:
     dataset = free_dataset_name(client, "pendulum")
     client.create_dataset(dataset, SPEC, metadata={"created_by": "make demo", "behaviour": "noisy swing-up controller"})
     logged = pendulum_dataset("medium", episodes=budget("DEMO_LOGGED_EPISODES", 25), seed=0)

@@ -60,3 +60,7 @@ class PolicyPublic(BaseModel):
     card: dict[str, Any]
     """The whole card: spaces, normalisation, configuration, code and torch versions, device, evaluations."""
     created_at: datetime
+
+
+POLICY_FILES: dict[str, str] = {"onnx": "policy.onnx", "torch": "policy.pt2", "card": "card.json", "state": "state.pt"}
+"""Format name -> file name in a policy folder: what `fit --out` writes and a download gets; `state` is the full training state."""

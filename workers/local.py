@@ -8,33 +8,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from schemas.policies import POLICY_FILES
 
 METRICS_FILE = "metrics.jsonl"
 
 ProgressCallback = Callable[[int, dict[str, float]], None]
-
-
-def parse_params(assignments: Iterable[str]) -> dict[str, Any]:
-    """`key=value` strings as algorithm params; values are read as JSON when they parse, else as text.
-
-    `expectile=0.8` gives a float, `hidden_sizes=[64,64]` a list, `actor=deterministic` a string.
-    """
-    params: dict[str, Any] = {}
-    for assignment in assignments:
-        key, separator, text = assignment.partition("=")
-        key = key.strip()
-        if not separator or not key:
-            raise ValueError(f"param {assignment!r} is not key=value")
-        if key in params:
-            raise ValueError(f"param {key!r} is given twice")
-        try:
-            params[key] = json.loads(text)
-        except json.JSONDecodeError:
-            params[key] = text
-    return params
 
 
 def fit_file(
@@ -67,7 +49,7 @@ def fit_file(
 
     import torch
 
-    from workers import formats
+    from workers import files
     from workers.algos.base import Normalisation
     from workers.algos.data import arrays_from_arrow
     from workers.algos.export import export_policy
@@ -77,9 +59,9 @@ def fit_file(
         raise ValueError("device cuda was asked for, but torch sees no CUDA device here")
     if threads is not None:
         torch.set_num_threads(threads)
-    raw = formats.read_file(data_path)
-    spec = formats.infer_spec(raw, env_id=env_id)
-    data = arrays_from_arrow(formats.to_upload_table(raw, spec))
+    raw = files.read_file(data_path)
+    spec = files.infer_spec(raw, env_id=env_id)
+    data = arrays_from_arrow(files.to_upload_table(raw, spec))
     normalisation = Normalisation.from_arrays(data)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -106,7 +88,7 @@ def fit_file(
             progress_every=progress_every or max(1, min(1000, steps // 100)),
         )
     seconds = time.perf_counter() - started
-    files = export_policy(
+    exported = export_policy(
         trained,
         out,
         card_extra={
@@ -118,9 +100,9 @@ def fit_file(
     )
     return {
         "out_dir": str(out),
-        "onnx": str(files.onnx),
-        "program": str(files.program),
-        "card": str(files.card),
+        "onnx": str(exported.onnx),
+        "program": str(exported.program),
+        "card": str(exported.card),
         "metrics_log": str(out / METRICS_FILE),
         "algorithm": algorithm,
         "rows": len(data),
@@ -138,11 +120,11 @@ def evaluate_dir(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Evaluate the ONNX policy in a policy directory; the environment defaults to the card's env_id."""
-    from workers.evaluate import evaluate
+    from workers.rollouts.evaluate import evaluate
 
     directory = Path(policy_dir)
     if env_id is None:
-        card_path = directory / "card.json"
+        card_path = directory / POLICY_FILES["card"]
         card = json.loads(card_path.read_text()) if card_path.is_file() else {}
         env_id = card.get("env_id")
         if not env_id:

@@ -12,7 +12,7 @@ import torch
 
 from benchmarks.reuse_loop import collect_round, concatenate, fine_tune, logged_dataset
 from workers.algos.training import fit
-from workers.behaviour import PENDULUM_SPEC
+from workers.rollouts.behaviour import PENDULUM_SPEC
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_PARAMS = {"hidden_sizes": [16, 16]}

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from workers.algos.data import arrays_to_arrow
-from workers.behaviour import PENDULUM_SPEC, pendulum_dataset
-from workers.formats import write_d4rl_hdf5, write_parquet
+from workers.files.d4rl import write_hdf5
+from workers.files.parquet import write_parquet
+from workers.rollouts.behaviour import PENDULUM_SPEC, pendulum_dataset
 
 REPLAYBANK = shutil.which("replaybank", path=str(Path(sys.executable).parent)) or "replaybank"
 SMALL = ["-p", "batch_size=32", "-p", "hidden_sizes=[16,16]", "--threads", "1"]
@@ -32,7 +33,7 @@ def data_files(tmp_path_factory) -> dict[str, Path]:
     arrays = pendulum_dataset("medium", episodes=2, seed=0)
     table = arrays_to_arrow(arrays, PENDULUM_SPEC)
     write_parquet(table, folder / "pendulum.parquet", PENDULUM_SPEC)
-    write_d4rl_hdf5(table, folder / "pendulum.hdf5", PENDULUM_SPEC)
+    write_hdf5(table, folder / "pendulum.hdf5", PENDULUM_SPEC)
     np.savez(
         folder / "pendulum.npz",
         observations=arrays.observations,

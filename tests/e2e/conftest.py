@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from cli.health import ServiceNotReady, wait_until_healthy
 from tests.conftest import free_loopback_port
-from workers.client import ServiceNotReady, wait_until_healthy
 
 REPLAYBANK = str(Path(sys.executable).with_name("replaybank"))
 START_TIMEOUT_S = 60

@@ -18,7 +18,7 @@ import pytest
 
 from schemas.transition import CLIENT_COLUMNS
 from tests.e2e.conftest import Server, running_server
-from workers import formats
+from workers import files
 from workers.client import ReplaybankClient
 
 OBS_DIM, ACTION_DIM = 11, 3
@@ -78,7 +78,7 @@ def comparable(table: pa.Table) -> pa.Table:
 def test_upload_versions_query_pull_and_incremental_pull(server, replaybank, tmp_path) -> None:
     first_file = tmp_path / "hopper.hdf5"
     write_d4rl(first_file, episodes=50, seed=0)
-    expected = formats.read_file(first_file)  # what D4RL users expect: timeout rows dropped
+    expected = files.read_file(first_file)  # what D4RL users expect: timeout rows dropped
     expected_rows = len(expected)
     assert expected_rows == 50 * EPISODE_LENGTH - 25
 
@@ -106,12 +106,12 @@ def test_upload_versions_query_pull_and_incremental_pull(server, replaybank, tmp
     table_output = replaybank("query", "hopper", "SELECT episode_id, count(*) AS n FROM transitions GROUP BY 1 ORDER BY 1 LIMIT 2").stdout
     assert re.search(r"^0\s+100$", table_output, re.MULTILINE) and re.search(r"^1\s+99$", table_output, re.MULTILINE)
 
-    spec = formats.infer_spec(expected)
+    spec = files.infer_spec(expected)
     for suffix in (".parquet", ".hdf5"):
         out = tmp_path / f"pulled{suffix}"
         replaybank("pull", "hopper", "--out", str(out))
-        pulled = formats.to_upload_table(formats.read_file(out), spec)
-        assert comparable(pulled).equals(comparable(formats.to_upload_table(expected, spec)))
+        pulled = files.to_upload_table(files.read_file(out), spec)
+        assert comparable(pulled).equals(comparable(files.to_upload_table(expected, spec)))
     with h5py.File(tmp_path / "pulled.hdf5") as file:  # the D4RL layout, readable without replaybank
         assert file["observations"].shape == file["next_observations"].shape == (expected_rows, OBS_DIM)
         assert file["actions"].shape == (expected_rows, ACTION_DIM)
@@ -134,12 +134,12 @@ def test_upload_versions_query_pull_and_incremental_pull(server, replaybank, tmp
 
     pulled = replaybank("pull", "hopper", "--version", "2", "--out", str(tmp_path / "v2.parquet")).stdout
     assert f"{new_bytes} of {total_bytes} bytes downloaded" in pulled
-    version_two = formats.read_file(tmp_path / "v2.parquet")
+    version_two = files.read_file(tmp_path / "v2.parquet")
     assert len(version_two) == expected_rows + 100
     assert sorted(set(version_two.episode_ids.tolist()))[-1] == 50  # numbered after the first file's episodes
 
     again = replaybank("pull", "hopper", "--version", "first", "--out", str(tmp_path / "v1.parquet")).stdout
-    assert "0 of " in again and len(formats.read_file(tmp_path / "v1.parquet")) == expected_rows
+    assert "0 of " in again and len(files.read_file(tmp_path / "v1.parquet")) == expected_rows
 
 
 def test_errors_print_the_message_and_exit_non_zero(server, replaybank, tmp_path) -> None:
@@ -174,7 +174,7 @@ def test_datasets_tokens_and_arrow_query_from_the_command_line(server, replayban
     assert re.search(r"^pendulum\s+0\s+0\s+0\s", replaybank("datasets").stdout, re.MULTILINE)
     assert json.loads(replaybank("datasets", "show", "pendulum").stdout)["action"]["low"] == [-2.0]
 
-    secret = replaybank("token", "create", "reader", "--scope", "read", "--data-dir", str(server.data_dir)).stdout.strip()
+    secret = replaybank("token", "create", "reader", "--scope", "read").stdout.strip()
     as_reader = replaybank("datasets", "--token", secret)
     assert "pendulum" in as_reader.stdout
     path = tmp_path / "rows.npz"

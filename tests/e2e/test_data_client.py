@@ -15,10 +15,12 @@ import pytest
 from schemas.dataset import ContinuousActionSpec, DatasetSpec, ObservationSpec
 from schemas.transition import CLIENT_COLUMNS, transition_schema
 from tests.e2e.conftest import Server, running_server
-from workers import client as client_module
-from workers.cache import ChecksumMismatch, FileCache
-from workers.client import CONTENT_TYPES, FETCH_THREADS, UPLOAD_PIECE, ReplaybankClient, ReplaybankError
-from workers.formats import upload_schema
+from workers.client import CONTENT_TYPES, ReplaybankClient, ReplaybankError
+from workers.client.pull import pulls as pulls_module
+from workers.client.pull.cache import ChecksumMismatch, FileCache
+from workers.client.pull.pulls import FETCH_THREADS
+from workers.client.uploads import UPLOAD_PIECE
+from workers.files import upload_schema
 
 SPEC = DatasetSpec(
     observation=ObservationSpec(shape=[2, 2]),
@@ -70,8 +72,8 @@ def transfer(request, monkeypatch) -> str:
     """How file bodies come down: the small test files take httpx, unless every file is made "large"
     so it goes through http.client and is decoded while it downloads."""
     if request.param == "bulk-streamed":
-        monkeypatch.setattr(client_module, "BULK_DOWNLOAD_BYTES", 0)
-        monkeypatch.setattr(client_module, "STREAMED_DECODE_BYTES", 0)
+        monkeypatch.setattr(pulls_module, "BULK_DOWNLOAD_BYTES", 0)
+        monkeypatch.setattr(pulls_module, "STREAMED_DECODE_BYTES", 0)
     return request.param
 
 
@@ -179,7 +181,7 @@ def test_a_file_corrupted_on_the_server_is_refused_and_nothing_is_kept(client, d
 
 
 def test_bulk_download_errors_carry_the_envelope(client, dataset, server, monkeypatch) -> None:
-    monkeypatch.setattr(client_module, "BULK_DOWNLOAD_BYTES", 0)
+    monkeypatch.setattr(pulls_module, "BULK_DOWNLOAD_BYTES", 0)
     client.upload(dataset, rows(2, 5))
     entry = client.files(dataset, 1).data[0]
     missing = entry.model_copy(update={"path": "part-not-there.parquet"})

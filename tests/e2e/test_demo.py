@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import running_server
-from workers.jobs_client import JobsClient
+from workers.client import ReplaybankClient
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,7 +38,7 @@ def test_demo_runs_the_loop_and_a_later_service_shows_it_all(tmp_path: Path) -> 
     assert parent == offline_policy
     assert int(grown_version) > int(offline_version) and int(grown_rows) == int(offline_rows) + 3 * 200
 
-    with running_server(tmp_path, data_dir=data_dir) as later, JobsClient(later.url, later.admin_token) as client:
+    with running_server(tmp_path, data_dir=data_dir) as later, ReplaybankClient(later.url, later.admin_token) as client:
         (dataset,) = client.list_datasets()
         assert dataset.latest_version == int(grown_version) and dataset.rows == int(grown_rows)
         sources = client.version_stats(dataset.name, grown_version).sources

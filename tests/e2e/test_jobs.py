@@ -21,9 +21,8 @@ import pytest
 from schemas.dataset import ContinuousActionSpec, DatasetSpec, ObservationSpec
 from schemas.jobs import FINISHED_STATUSES, JobPublic
 from tests.e2e.conftest import Server, running_server
-from workers.client import ReplaybankError
-from workers.formats import upload_schema
-from workers.jobs_client import JobsClient
+from workers.client import ReplaybankClient, ReplaybankError
+from workers.files import upload_schema
 
 pytestmark = pytest.mark.slow
 
@@ -77,15 +76,15 @@ def service(queue_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> 
 
 
 @pytest.fixture
-def client(service, tmp_path: Path) -> Iterator[JobsClient]:
-    with JobsClient(service.url, service.admin_token, cache=tmp_path / "user-cache") as client:
+def client(service, tmp_path: Path) -> Iterator[ReplaybankClient]:
+    with ReplaybankClient(service.url, service.admin_token, cache=tmp_path / "user-cache") as client:
         client.create_dataset("pendulum", SPEC)
         client.upload("pendulum", pendulum_rows(episodes=4))
         yield client
 
 
 @pytest.fixture
-def start_worker(service, client: JobsClient, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
+def start_worker(service, client: ReplaybankClient, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
     secret = client.create_token("e2e-worker", ["worker"]).token
     started: list[subprocess.Popen] = []
 
@@ -108,7 +107,7 @@ def start_worker(service, client: JobsClient, tmp_path: Path) -> Iterator[Callab
             process.wait(timeout=30)
 
 
-def wait_for(client: JobsClient, job_id: str, done: Callable[[JobPublic], bool], timeout: float, logs: Path) -> JobPublic:
+def wait_for(client: ReplaybankClient, job_id: str, done: Callable[[JobPublic], bool], timeout: float, logs: Path) -> JobPublic:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.get_job(job_id)
@@ -121,7 +120,7 @@ def wait_for(client: JobsClient, job_id: str, done: Callable[[JobPublic], bool],
     raise AssertionError(f"job {job_id} is {job.status} ({job.error}); worker logs:\n{worker_logs}")
 
 
-def train(client: JobsClient, steps: int, **fields: Any) -> JobPublic:
+def train(client: ReplaybankClient, steps: int, **fields: Any) -> JobPublic:
     body = {"kind": "train", "algorithm": "iql", "dataset": "pendulum", "steps": steps, "seed": 0, "params": SMALL}
     return client.submit_job(body | fields)
 

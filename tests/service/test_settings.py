@@ -5,10 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from service.auth import Tokens
-from service.catalog import Catalog
 from service.settings import Settings
-from service.tokens import create_token, revoke_token
 
 
 def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
@@ -37,19 +34,6 @@ def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch, tmp_pat
 def test_unsafe_values_are_refused(overrides: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         Settings(**overrides)
-
-
-def test_command_line_tokens_work_and_revoke(tmp_path) -> None:
-    settings = Settings(data_dir=tmp_path)
-    secret = create_token(settings, "ci", ["write"])
-    catalog = Catalog(settings.catalog_url)
-    try:
-        principal = Tokens(catalog).authenticate(secret)
-        assert principal is not None and principal.allows("read") and not principal.allows("admin")
-        assert revoke_token(settings, "ci").revoked
-        assert Tokens(catalog).authenticate(secret) is None
-    finally:
-        catalog.close()
 
 
 def test_without_a_configured_admin_token_one_is_generated_once(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:

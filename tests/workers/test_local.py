@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from workers.algos.data import arrays_to_arrow
-from workers.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC, cartpole_dataset, pendulum_dataset
-from workers.formats import write_parquet
-from workers.local import evaluate_dir, fit_file, parse_params
+from workers.files.parquet import write_parquet
+from workers.local import evaluate_dir, fit_file
+from workers.rollouts.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC, cartpole_dataset, pendulum_dataset
 
 SMALL = {"batch_size": 32, "hidden_sizes": [16, 16]}
 
@@ -29,19 +29,6 @@ def pendulum_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "pendulum.parquet"
     write_parquet(arrays_to_arrow(pendulum_dataset("medium", episodes=3, seed=0), PENDULUM_SPEC), path, PENDULUM_SPEC)
     return path
-
-
-def test_parse_params_reads_json_values_and_falls_back_to_text() -> None:
-    assert parse_params(["expectile=0.8", "hidden_sizes=[64, 64]", "actor=deterministic", "compile=true"]) == {
-        "expectile": 0.8,
-        "hidden_sizes": [64, 64],
-        "actor": "deterministic",
-        "compile": True,
-    }
-    with pytest.raises(ValueError, match="key=value"):
-        parse_params(["expectile"])
-    with pytest.raises(ValueError, match="twice"):
-        parse_params(["expectile=0.8", "expectile=0.9"])
 
 
 def test_fit_file_writes_the_policy_layout_and_a_metrics_log(pendulum_file, tmp_path) -> None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from workers.algos.base import Normalisation, TransitionArrays
-from workers.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC, cartpole_dataset, pendulum_dataset
+from workers.rollouts.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC, cartpole_dataset, pendulum_dataset
 
 SMALL = {"hidden_sizes": [32, 32], "batch_size": 64}
 

@@ -13,7 +13,7 @@ from workers.algos import ALGORITHMS
 from workers.algos.base import Normalisation, TransitionArrays
 from workers.algos.replay import ReplayBuffer
 from workers.algos.training import checkpoint, make_algorithm, restore, train
-from workers.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC
+from workers.rollouts.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC
 
 from .conftest import VARIANTS
 

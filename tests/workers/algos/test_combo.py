@@ -15,8 +15,8 @@ from workers.algos.base import Normalisation, TransitionArrays
 from workers.algos.combo import COMBO
 from workers.algos.replay import Batch, ReplayBuffer
 from workers.algos.training import fit, train
-from workers.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC, cartpole_dataset, pendulum_dataset
-from workers.evaluate import evaluate
+from workers.rollouts.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC, cartpole_dataset, pendulum_dataset
+from workers.rollouts.evaluate import evaluate
 
 SMALL = dict(
     batch_size=64,

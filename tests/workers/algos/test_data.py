@@ -4,7 +4,7 @@ import pytest
 
 from workers.algos.base import Normalisation, TransitionArrays
 from workers.algos.data import MAX_SCALED_REWARD, arrays_from_arrow, arrays_to_arrow, episode_returns
-from workers.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC, cartpole_dataset, pendulum_dataset
+from workers.rollouts.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC, cartpole_dataset, pendulum_dataset
 
 
 def assert_same_arrays(first: TransitionArrays, second: TransitionArrays) -> None:

@@ -15,7 +15,7 @@ from workers.algos.base import Normalisation, TransitionArrays
 from workers.algos.export import export_policy
 from workers.algos.replay import ReplayBuffer
 from workers.algos.training import make_algorithm, train
-from workers.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC
+from workers.rollouts.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC
 
 IMAGE_LIKE_SPEC = DatasetSpec.model_validate(
     {

@@ -23,8 +23,8 @@ import pytest
 
 from workers.algos.base import TransitionArrays
 from workers.algos.training import fit
-from workers.behaviour import PENDULUM_SPEC, pendulum_dataset
-from workers.evaluate import evaluate
+from workers.rollouts.behaviour import PENDULUM_SPEC, pendulum_dataset
+from workers.rollouts.evaluate import evaluate
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ from workers.algos.base import Normalisation
 from workers.algos.cql import CQL, conservative_gap
 from workers.algos.iql import expectile_loss
 from workers.algos.replay import Batch
-from workers.behaviour import PENDULUM_SPEC
+from workers.rollouts.behaviour import PENDULUM_SPEC
 
 
 def test_expectile_loss_weights_each_side():

@@ -10,7 +10,7 @@ import torch
 from workers.algos.base import Normalisation
 from workers.algos.replay import ReplayBuffer
 from workers.algos.training import fit, make_algorithm, native_bfloat16, train
-from workers.behaviour import PENDULUM_SPEC
+from workers.rollouts.behaviour import PENDULUM_SPEC
 
 PARAMS = {"hidden_sizes": [16], "batch_size": 16}
 

@@ -1,0 +1,188 @@
+"""Run a policy in a Gymnasium environment for seeded episodes and summarise its returns.
+
+A policy here is anything that maps a float32 batch of raw observations `[N, *obs_shape]` to actions in
+the environment's space: a plain callable, a torch `nn.Module`, an ONNX file, or a policy directory
+(the artifact layout: `policy.onnx` beside `card.json`). Everything is resolved to a numpy callable once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from schemas.policies import POLICY_FILES
+
+PolicyFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class ReferenceReturns:
+    """Episode returns of a random and an expert policy, the ends of the D4RL-style normalised score."""
+
+    random: float
+    expert: float
+    source: str
+
+
+REFERENCE_RETURNS: dict[str, ReferenceReturns] = {
+    # Measured with benchmarks/reference_returns.py (100 episodes seeded 0..99): the random policy samples
+    # uniform actions; the Pendulum expert is a noiseless energy-pumping swing-up with a PD catch near the
+    # top (SAC reaches about -150 to -170 on this task too).
+    "Pendulum-v1": ReferenceReturns(random=-1207.6, expert=-165.9, source="benchmarks/reference_returns.py"),
+    # Reward is +1 per step the pole stays up and episodes stop at 1000 steps, so an expert scores 1000.
+    "InvertedPendulum-v5": ReferenceReturns(random=5.2, expert=1000.0, source="benchmarks/reference_returns.py"),
+    # D4RL's published reference scores for the v2 locomotion tasks (Fu et al. 2020), used unchanged for v5
+    # as Minari and most papers do: the v5 dynamics match and the rewards differ only in small details.
+    "Hopper-v5": ReferenceReturns(random=-20.272305, expert=3234.3, source="D4RL (hopper)"),
+    "HalfCheetah-v5": ReferenceReturns(random=-280.178953, expert=12135.0, source="D4RL (halfcheetah)"),
+    "Walker2d-v5": ReferenceReturns(random=1.629008, expert=4592.3, source="D4RL (walker2d)"),
+}
+
+
+def normalised_score(env_id: str, episode_return: float) -> float | None:
+    """100 * (R - random) / (expert - random), or None when the environment has no reference returns."""
+    reference = REFERENCE_RETURNS.get(env_id)
+    if reference is None:
+        return None
+    return 100.0 * (episode_return - reference.random) / (reference.expert - reference.random)
+
+
+def load_policy(policy: Any, threads: int = 1) -> PolicyFn:
+    """Resolves a callable, an `nn.Module`, an ONNX file or a policy directory to a numpy function."""
+    if isinstance(policy, (str, Path)):
+        return _onnx_policy(_onnx_path(Path(policy)), threads)
+    try:
+        import torch
+    except ImportError:  # a worker that only evaluates ONNX policies needs no torch
+        torch = None
+    if torch is not None and isinstance(policy, torch.nn.Module):
+        return _torch_policy(policy)
+    if callable(policy):
+        return policy
+    raise TypeError(f"policy must be a callable, an nn.Module, an ONNX file or a policy directory, not {type(policy)!r}")
+
+
+def _onnx_path(path: Path) -> Path:
+    if path.is_dir():
+        path = path / POLICY_FILES["onnx"]
+    if not path.is_file():
+        raise FileNotFoundError(f"no ONNX policy at {path}")
+    return path
+
+
+def _onnx_policy(path: Path, threads: int) -> PolicyFn:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    # A policy network is small: one thread per call beats the cost of waking a pool at every step.
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+
+    def act(observations: np.ndarray) -> np.ndarray:
+        return session.run(None, {input_name: observations})[0]
+
+    return act
+
+
+def _torch_policy(module: Any) -> PolicyFn:
+    import torch
+
+    # Called as it is, without .eval(): switching modes would change a module that is still training.
+    parameter = next(module.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+
+    def act(observations: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(observations).to(device)).cpu().numpy()
+
+    return act
+
+
+def evaluate(
+    policy: Any,
+    env_id: str,
+    episodes: int = 10,
+    seed: int = 0,
+    max_episode_steps: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Runs `episodes` episodes, episode i reset with seed `seed + i`, and returns their statistics.
+
+    The same policy, environment and seed always give the same returns.
+    """
+    if episodes < 1:
+        raise ValueError("episodes must be at least 1")
+    act = load_policy(policy)
+    env = make_env(env_id, max_episode_steps, **(env_kwargs or {}))
+    try:
+        to_env_action = _action_adapter(env.action_space)
+        returns: list[float] = []
+        lengths: list[int] = []
+        for index in range(episodes):
+            observation, _ = env.reset(seed=seed + index)
+            episode_return, length, done = 0.0, 0, False
+            while not done:
+                batch = np.asarray(observation, dtype=np.float32)[None]
+                action = to_env_action(np.asarray(act(batch))[0])
+                observation, reward, terminated, truncated, _ = env.step(action)
+                episode_return += float(reward)
+                length += 1
+                done = terminated or truncated
+            returns.append(episode_return)
+            lengths.append(length)
+    finally:
+        env.close()
+    return summarise(env_id, returns, lengths, seed)
+
+
+def make_env(env_id: str, max_episode_steps: int | None = None, **kwargs: Any) -> Any:
+    """`gymnasium.make`, with an unknown id or a missing dependency reported as a ValueError naming the id."""
+    import gymnasium as gym
+
+    try:
+        return gym.make(env_id, max_episode_steps=max_episode_steps, **kwargs)
+    except (gym.error.Error, ImportError) as error:
+        raise ValueError(f"cannot make environment {env_id!r}: {error}") from error
+
+
+def summarise(env_id: str, returns: list[float], lengths: list[int], seed: int) -> dict[str, Any]:
+    values = np.asarray(returns, dtype=np.float64)
+    mean = float(values.mean())
+    return {
+        "env_id": env_id,
+        "episodes": len(returns),
+        "seed": seed,
+        "returns": [float(r) for r in returns],
+        "lengths": [int(n) for n in lengths],
+        "mean": mean,
+        "std": float(values.std()),
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "normalised_score": normalised_score(env_id, mean),
+    }
+
+
+def _action_adapter(space: Any) -> Callable[[np.ndarray], Any]:
+    """Turns one policy output into what `env.step` takes for this action space."""
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Discrete):
+        return lambda action: int(np.asarray(action).reshape(-1)[0])
+    if isinstance(space, spaces.Box):
+        low, high = space.low, space.high
+        finite = bool(np.all(np.isfinite(low)) and np.all(np.isfinite(high)))
+
+        def to_box(action: np.ndarray) -> np.ndarray:
+            action = np.asarray(action, dtype=space.dtype).reshape(space.shape)
+            # Exported policies already stay in bounds; clipping keeps baselines that do not comparable.
+            return np.clip(action, low, high) if finite else action
+
+        return to_box
+    raise TypeError(f"only Box and Discrete action spaces are supported, not {type(space).__name__}")
+

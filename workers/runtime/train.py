@@ -1,0 +1,174 @@
+"""The train runner: pull the job's version, train (resuming from the job's checkpoint), export, upload.
+
+Training checkpoints to the service every `checkpoint_seconds` (and when the worker stops), so a job
+re-claimed after a crash resumes from its last checkpoint. A job with a parent policy fine-tunes it
+(`start_from_parent`); COMBO reuses the dynamics model stored for the dataset version.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from schemas.jobs import JobComplete, JobPublic
+from schemas.policies import POLICY_FILES
+from workers.algos.base import Normalisation, TransitionArrays
+from workers.algos.combo import COMBO
+from workers.algos.data import collected_by_policy
+from workers.algos.export import export_policy
+from workers.algos.replay import training_replay
+from workers.algos.training import make_algorithm, restore, train
+from workers.client import ReplaybankClient
+from workers.rollouts.evaluate import evaluate
+from workers.runtime.session import JobSession
+
+if TYPE_CHECKING:
+    from workers.runtime.loop import WorkerOptions
+
+log = logging.getLogger("replaybank.worker")
+
+
+def _pull_arrays(client: ReplaybankClient, job: JobPublic) -> tuple[TransitionArrays, np.ndarray | None]:
+    """The job's version as training arrays, and which of its rows policies collected (when the job asks)."""
+    table = client.pull(job.dataset, job.version)
+    online = collected_by_policy(table) if job.online_fraction is not None else None
+    return TransitionArrays.from_arrow(table), online
+
+
+def run_train(session: JobSession, device: str, options: WorkerOptions) -> JobComplete:
+    client, job = session.client, session.job
+    assert job.algorithm is not None and job.steps is not None
+    run_device = "cpu" if job.device == "cpu" else device
+    spec = session.dataset_spec()
+    data, online = _pull_arrays(client, job)
+    session.raise_if_stopped()
+
+    parent_state: dict[str, Any] | None = None
+    if job.parent_policy is not None:
+        parent = client.get_policy(job.parent_policy)
+        # the parent's networks expect the parent's inputs: keep its normalisation
+        normalisation = _normalisation_of_card(parent.card)
+        # weights_only: what comes over the network is loaded as tensors and numbers, never as code
+        parent_state = torch.load(io.BytesIO(client.policy_artifact(parent.id, "state")), map_location=run_device, weights_only=True)
+    else:
+        normalisation = Normalisation.from_arrays(data)
+    algorithm = make_algorithm(job.algorithm, job.params, spec, normalisation, run_device, job.seed, total_steps=job.steps)
+    replay = training_replay(data, normalisation, spec.action, algorithm.device, job.seed, job.online_fraction, online)
+
+    saved = client.get_checkpoint(job.id)
+    dynamics: str | None = None
+    if saved is not None:
+        resumed_step, payload = saved
+        restore(algorithm, replay, torch.load(io.BytesIO(payload), map_location=run_device, weights_only=True))
+        log.info("job %s resumes from step %d", job.id, resumed_step)
+    else:
+        resumed_step = 0
+        if parent_state is not None:
+            start_from_parent(algorithm, parent_state)
+        dynamics = prepare_with_stored_dynamics(session, algorithm, data)
+    start = time.monotonic()
+    last_checkpoint = time.monotonic()
+
+    def on_progress(step: int, metrics: dict[str, float]) -> None:
+        session.report(step / job.steps, step, metrics)
+
+    def on_checkpoint(state: dict[str, Any]) -> None:
+        nonlocal last_checkpoint
+        if session.cancelled.is_set() or session.lost.is_set():
+            return
+        if not session.stopping.is_set() and time.monotonic() - last_checkpoint < options.checkpoint_seconds:
+            return
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        client.put_checkpoint(job.id, session.lease, algorithm.step, buffer.getvalue())
+        last_checkpoint = time.monotonic()
+
+    result = train(
+        algorithm,
+        replay,
+        job.steps,
+        algorithm.params.batch_size,
+        on_progress=on_progress,
+        progress_every=options.progress_every,
+        should_stop=session.should_stop,
+        on_checkpoint=on_checkpoint,
+        checkpoint_every=options.progress_every,
+    )
+    if result.stopped:
+        session.raise_if_stopped()
+    metrics = dict(result.metrics)
+    with tempfile.TemporaryDirectory(prefix="replaybank-policy-") as folder:
+        card_extra = {
+            "dataset": job.dataset,
+            "version": job.version,
+            "job_id": job.id,
+            "parent_policy": job.parent_policy,
+            "online_fraction": job.online_fraction,
+            "training_seconds": time.monotonic() - start,
+            "resumed_from_step": resumed_step,
+        }
+        export_policy(algorithm, folder, card_extra=card_extra)
+        torch.save(algorithm.state_dict(), Path(folder) / POLICY_FILES["state"])
+        if options.eval_episodes > 0 and spec.env_id:
+            evaluation = evaluate(Path(folder), spec.env_id, episodes=options.eval_episodes, seed=job.seed)
+            card_path = Path(folder) / POLICY_FILES["card"]
+            card = json.loads(card_path.read_text())
+            card["evaluations"] = [evaluation | {"job_id": job.id}]
+            card_path.write_text(json.dumps(card, indent=2, sort_keys=True))
+            metrics["eval/return_mean"] = evaluation["mean"]
+        session.raise_if_abandoned()
+        client.upload_policy(job.id, session.lease, folder)
+    session.report(1.0, result.step, metrics)
+    outcome: dict[str, Any] = {"resumed_from_step": resumed_step, "step": result.step}
+    if dynamics is not None:
+        outcome["dynamics"] = dynamics
+    return JobComplete(metrics=metrics, result=outcome)
+
+
+def prepare_with_stored_dynamics(session: JobSession, algorithm: Any, data: TransitionArrays) -> str | None:
+    """`prepare`, reusing COMBO's dynamics model for this dataset version when the service has one and
+    storing the one it trains otherwise; says which ('reused' or 'trained'), None without a model."""
+    if not isinstance(algorithm, COMBO):
+        algorithm.prepare(data)
+        return None
+    key = algorithm.dynamics_key()
+    stored = session.client.get_dynamics(session.job.id, key)
+    if stored is not None:
+        algorithm.load_dynamics(stored)
+    algorithm.prepare(data)
+    if stored is not None:
+        return "reused"
+    session.client.put_dynamics(session.job.id, session.lease, key, algorithm.dynamics_bytes())
+    return "trained"
+
+
+def start_from_parent(algorithm: Any, state: dict[str, Any]) -> None:
+    """Fine-tuning: the parent's networks and optimiser moments, with a fresh step count and schedules.
+
+    Learning-rate schedules restart, so a parent that finished a cosine decay still learns; the
+    optimisers' rates go back to where their schedules began.
+    """
+    fresh = {name: (None if name.endswith("_schedule") else value) for name, value in state.items()}
+    fresh["step"] = 0
+    algorithm.load_state_dict(fresh)
+    for value in vars(algorithm).values():
+        if isinstance(value, torch.optim.Optimizer):
+            for group in value.param_groups:
+                group["lr"] = group.get("initial_lr", group["lr"])
+
+
+def _normalisation_of_card(card: dict[str, Any]) -> Normalisation:
+    values = card["normalisation"]
+    return Normalisation(
+        observation_mean=np.asarray(values["observation_mean"], dtype=np.float32),
+        observation_std=np.asarray(values["observation_std"], dtype=np.float32),
+        reward_scale=float(values["reward_scale"]),
+    )
