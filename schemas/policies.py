@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.times import UtcDatetime
 
 PolicyFormat = Literal["onnx", "torch", "state", "card"]
 """`onnx` and `torch` (the exported program) run without this project; `state` is the full training state."""
@@ -21,7 +22,7 @@ class Evaluation(BaseModel):
     std: float
     episodes: int
     job_id: str | None = None
-    time: datetime | None = None
+    time: UtcDatetime | None = None
 
 
 class PolicyCard(BaseModel):
@@ -52,4 +53,4 @@ class PolicyPublic(BaseModel):
     formats: list[PolicyFormat]
     card: dict[str, Any]
     """The whole card: spaces, normalisation, configuration, code and torch versions, device, evaluations."""
-    created_at: datetime
+    created_at: UtcDatetime

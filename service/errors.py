@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from schemas.errors import ErrorDetail, ErrorEnvelope
 
@@ -60,15 +61,28 @@ async def _api_error(request: Request, error: ApiError) -> JSONResponse:
     return envelope(error.status, error.code, error.message, error.field, headers=error.headers)
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves on this path. (The router's own 405 names only the first route
+    matching the path, and each of our routes serves one method.)"""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
 async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
     status = error.status_code
     message = error.detail if isinstance(error.detail, str) else HTTPStatus(status).phrase
+    headers = getattr(error, "headers", None)
     if status == 404 and message == "Not Found":
         message = f"no route {request.url.path}"
     if status == 405:
         message = f"{request.method} is not allowed on {request.url.path}"
+        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
     code = _HTTP_CODES.get(status, HTTPStatus(status).phrase.lower().replace(" ", "_"))
-    return envelope(status, code, message, getattr(error, "field", None), headers=getattr(error, "headers", None))
+    return envelope(status, code, message, getattr(error, "field", None), headers=headers)
 
 
 async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 
@@ -22,6 +22,7 @@ from schemas.dataset import (
     QueryColumn,
     QueryRequest,
     QueryResult,
+    TAG_PATTERN,
     TagPublic,
     TagSet,
     VersionFiles,
@@ -31,17 +32,29 @@ from schemas.dataset import (
 from service import uploads
 from service.datasets import PreparedUpload
 from service.api.deps import AdminDep, AuthenticatedDep, ReadDep, ServicesDep, WriteDep, may_append
+from service.api.responses import BINARY, PROTECTED, binary_answer, errors, raw_body
 from service.errors import ApiError
 from service.query import json_rows
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=PROTECTED)
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 MAX_IDEMPOTENCY_KEY = 200
 Limit = Annotated[int, Query(ge=1, le=1000)]
+VersionCursor = Annotated[str | None, Query(pattern=r"^[0-9]+$", description="the `next` of the previous page")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", min_length=1, max_length=MAX_IDEMPOTENCY_KEY, pattern=r"^[^\x00-\x1f\x7f]+$"),
+]
+JSON_ROWS = {
+    "type": "object",
+    "required": ["rows"],
+    "properties": {"rows": {"type": "array", "items": {"type": "object"}, "description": "one object per transition"}},
+}
+SNAPSHOT_HEADERS = {"X-Replaybank-Version": "the version number answered", "X-Replaybank-Rows": "its rows"}
 
 
-@router.post("", status_code=201, response_model=DatasetPublic)
+@router.post("", status_code=201, response_model=DatasetPublic, responses=errors(409))
 def create_dataset(request: DatasetCreate, services: ServicesDep, _: WriteDep) -> DatasetPublic:
     return services.datasets.create(request)
 
@@ -51,12 +64,12 @@ def list_datasets(services: ServicesDep, _: ReadDep, limit: Limit = 100, cursor:
     return services.datasets.page(limit, cursor)
 
 
-@router.get("/{name}", response_model=DatasetPublic)
+@router.get("/{name}", response_model=DatasetPublic, responses=errors(404))
 def get_dataset(name: str, services: ServicesDep, _: ReadDep) -> DatasetPublic:
     return services.datasets.public(services.datasets.get(name))
 
 
-@router.delete("/{name}", status_code=204)
+@router.delete("/{name}", status_code=204, responses=errors(404, 409))
 def delete_dataset(name: str, services: ServicesDep, _: AdminDep) -> Response:
     services.datasets.get(name)
     for guard in services.dataset_delete_guards:
@@ -65,13 +78,19 @@ def delete_dataset(name: str, services: ServicesDep, _: AdminDep) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/{name}/transitions", status_code=201, response_model=AppendResult)
+@router.post(
+    "/{name}/transitions",
+    status_code=201,
+    response_model=AppendResult,
+    responses=errors(404, 409, 415),
+    openapi_extra=raw_body(uploads.ARROW_STREAM, uploads.PARQUET, json_schema=JSON_ROWS),
+)
 async def append_transitions(
     name: str,
     request: Request,
     services: ServicesDep,
     principal: AuthenticatedDep,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> AppendResult:
     if not await run_in_threadpool(may_append, principal, name, services, request.headers.get("replaybank-lease")):
         raise ApiError(403, "forbidden", f"this token may not append to {name!r}", "Authorization")
@@ -122,29 +141,29 @@ async def _append_streamed(name: str, kind: str, request: Request, services: Ser
     return await run_in_threadpool(datasets.commit, name, prepared, idempotency_key, digest.hexdigest())
 
 
-@router.get("/{name}/versions", response_model=Page[VersionPublic])
-def list_versions(name: str, services: ServicesDep, _: ReadDep, limit: Limit = 100, cursor: str | None = None) -> Page[VersionPublic]:
+@router.get("/{name}/versions", response_model=Page[VersionPublic], responses=errors(404))
+def list_versions(name: str, services: ServicesDep, _: ReadDep, limit: Limit = 100, cursor: VersionCursor = None) -> Page[VersionPublic]:
     return services.datasets.versions(name, limit, cursor)
 
 
-@router.get("/{name}/versions/{version}", response_model=VersionStats)
+@router.get("/{name}/versions/{version}", response_model=VersionStats, responses=errors(404))
 def version_stats(name: str, version: str, services: ServicesDep, _: ReadDep) -> VersionStats:
     return services.datasets.stats(name, version)
 
 
-@router.get("/{name}/tags", response_model=Page[TagPublic])
+@router.get("/{name}/tags", response_model=Page[TagPublic], responses=errors(404))
 def list_tags(name: str, services: ServicesDep, _: ReadDep) -> Page[TagPublic]:
     row = services.datasets.get(name)
     tags = [TagPublic(name=tag.name, version=tag.version) for tag in services.catalog.tags(row.id)]
     return Page(data=tags, count=len(tags))
 
 
-@router.put("/{name}/tags/{tag}", response_model=TagPublic)
-def set_tag(name: str, tag: str, request: TagSet, services: ServicesDep, _: WriteDep) -> TagPublic:
+@router.put("/{name}/tags/{tag}", response_model=TagPublic, responses=errors(404))
+def set_tag(name: str, tag: Annotated[str, Path(json_schema_extra={"pattern": TAG_PATTERN})], request: TagSet, services: ServicesDep, _: WriteDep) -> TagPublic:
     return TagPublic(name=tag, version=services.datasets.set_tag(name, tag, request.version))
 
 
-@router.delete("/{name}/tags/{tag}", status_code=204)
+@router.delete("/{name}/tags/{tag}", status_code=204, responses=errors(404))
 def delete_tag(name: str, tag: str, services: ServicesDep, _: AdminDep) -> Response:
     services.datasets.delete_tag(name, tag)
     return Response(status_code=204)
@@ -196,7 +215,14 @@ def _wants_parquet(accept: str | None) -> bool:
     return uploads.PARQUET in (accept or "")
 
 
-@router.get("/{name}/versions/{version}/transitions")
+@router.get(
+    "/{name}/versions/{version}/transitions",
+    response_class=StreamingResponse,
+    responses={
+        **binary_answer("the version's rows; Parquet when Accept asks for it", uploads.ARROW_STREAM, uploads.PARQUET, headers=SNAPSHOT_HEADERS),
+        **errors(404),
+    },
+)
 def version_transitions(name: str, version: str, request: Request, services: ServicesDep, _: ReadDep) -> StreamingResponse:
     pinned, schema, batches = services.datasets.snapshot(name, version)
     headers = {"X-Replaybank-Version": str(pinned.version), "X-Replaybank-Rows": str(pinned.rows)}
@@ -205,7 +231,7 @@ def version_transitions(name: str, version: str, request: Request, services: Ser
     return StreamingResponse(_arrow_stream(schema, batches), media_type=uploads.ARROW_STREAM, headers=headers)
 
 
-@router.get("/{name}/versions/{version}/files", response_model=VersionFiles)
+@router.get("/{name}/versions/{version}/files", response_model=VersionFiles, responses=errors(404))
 def version_files(name: str, version: str, services: ServicesDep, _: ReadDep) -> VersionFiles:
     pinned, files = services.datasets.manifest(name, version)
     return VersionFiles(version=pinned.version, data=files, count=len(files))
@@ -236,7 +262,16 @@ def _check_range(header: str | None, size: int) -> None:
             raise ApiError(416, "range_not_satisfiable", f"Range {header!r} asks for no bytes", "Range", headers={"Content-Range": f"bytes */{size}"})
 
 
-@router.get("/{name}/versions/{version}/files/{file}")
+@router.get(
+    "/{name}/versions/{version}/files/{file}",
+    response_class=DataFileResponse,
+    responses={
+        **binary_answer("the Parquet file (or the asked Range of it)", uploads.PARQUET),
+        **binary_answer("the asked Range of the file", uploads.PARQUET, status=206),
+        304: {"description": "If-None-Match names this file's ETag"},
+        **errors(404, 416),
+    },
+)
 def version_file(name: str, version: str, file: str, request: Request, services: ServicesDep, _: ReadDep) -> Response:
     entry, path = services.datasets.file(name, version, file)
     etag = f'"{entry.sha256}"'
@@ -247,7 +282,11 @@ def version_file(name: str, version: str, file: str, request: Request, services:
     return DataFileResponse(path, media_type=uploads.PARQUET, headers=headers)
 
 
-@router.post("/{name}/query", response_model=QueryResult)
+@router.post(
+    "/{name}/query",
+    response_model=QueryResult,
+    responses={200: {"content": {uploads.ARROW_STREAM: {"schema": BINARY}}}, **errors(404)},
+)
 def query(name: str, request: QueryRequest, http: Request, services: ServicesDep, _: ReadDep) -> Any:
     pinned, _schema, rows = services.datasets.pinned(name, str(request.version))
     result = services.queries.run(request.sql, rows, request.max_rows)

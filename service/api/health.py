@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service.api.deps import ServicesDep
+from service.api.responses import errors
 from service.errors import ApiError
 
 router = APIRouter(tags=["health"])
@@ -15,7 +16,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=errors(503))
 def readyz(services: ServicesDep) -> dict[str, str]:
     checks = {"catalog": services.catalog.ping, "storage": lambda: services.storage.tables.stat()}
     checks.update(services.readiness_checks)

@@ -11,6 +11,7 @@ from schemas.dataset import Name, Page
 from schemas.policies import PolicyPublic
 from service.api.deps import AdminDep, ReadDep
 from service.api.jobs import JobsDep
+from service.api.responses import PROTECTED, binary_answer, errors
 
 MEDIA_TYPES = {
     "onnx": ("application/onnx", "policy.onnx"),
@@ -19,10 +20,10 @@ MEDIA_TYPES = {
     "card": ("application/json", "card.json"),
 }
 
-router = APIRouter(prefix="/v1/policies", tags=["policies"])
+router = APIRouter(prefix="/v1/policies", tags=["policies"], responses=PROTECTED)
 
 
-@router.get("")
+@router.get("", responses=errors(404))
 async def list_policies(
     jobs: JobsDep,
     _: ReadDep,
@@ -33,12 +34,19 @@ async def list_policies(
     return await jobs.policies(limit, cursor, dataset)
 
 
-@router.get("/{policy_id}")
+@router.get("/{policy_id}", responses=errors(404))
 async def get_policy(policy_id: str, jobs: JobsDep, _: ReadDep) -> PolicyPublic:
     return await jobs.policy(policy_id)
 
 
-@router.get("/{policy_id}/artifact")
+@router.get(
+    "/{policy_id}/artifact",
+    response_class=FileResponse,
+    responses={
+        **binary_answer("the artifact in the asked format", *sorted({media for media, _ in MEDIA_TYPES.values()})),
+        **errors(404),
+    },
+)
 async def get_artifact(
     policy_id: str,
     jobs: JobsDep,
@@ -56,7 +64,7 @@ async def get_artifact(
     )
 
 
-@router.delete("/{policy_id}", status_code=204)
+@router.delete("/{policy_id}", status_code=204, responses=errors(404, 409))
 async def delete_policy(policy_id: str, jobs: JobsDep, _: AdminDep) -> Response:
     await jobs.delete_policy(policy_id)
     return Response(status_code=204)

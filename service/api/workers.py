@@ -17,6 +17,7 @@ from schemas.jobs import Claim, ClaimRequest, Heartbeat, HeartbeatReply, JobComp
 from schemas.policies import PolicyPublic
 from service.api.deps import ServicesDep, WorkerDep
 from service.api.jobs import JobsDep
+from service.api.responses import PROTECTED, binary_answer, errors, raw_body
 from service.errors import ApiError
 from service.jobs import Jobs
 
@@ -26,7 +27,10 @@ DISCONNECT_POLL_SECONDS = 0.5
 
 LeaseHeader = Annotated[str, Header(alias=LEASE_HEADER, min_length=1, max_length=200)]
 
-router = APIRouter(prefix="/v1", tags=["workers"])
+router = APIRouter(prefix="/v1", tags=["workers"], responses=PROTECTED)
+HELD_JOB = errors(404, 409)
+"""A call about a held job: it may not exist, or its lease may have lapsed and passed to another worker."""
+BYTES = raw_body("application/octet-stream")
 
 
 async def receive_body(request: Request, jobs: Jobs, limit: int) -> Path:
@@ -77,30 +81,30 @@ async def claim_job(
     return claimed
 
 
-@router.post("/jobs/{job_id}/heartbeat")
+@router.post("/jobs/{job_id}/heartbeat", responses=HELD_JOB)
 async def heartbeat(
     job_id: str, beat: Heartbeat, lease: LeaseHeader, jobs: JobsDep, services: ServicesDep, _: WorkerDep
 ) -> HeartbeatReply:
     return await jobs.heartbeat(job_id, lease, beat, services.settings.lease_seconds)
 
 
-@router.post("/jobs/{job_id}/complete")
+@router.post("/jobs/{job_id}/complete", responses=HELD_JOB)
 async def complete(job_id: str, done: JobComplete, lease: LeaseHeader, jobs: JobsDep, _: WorkerDep) -> JobPublic:
     return await jobs.complete(job_id, lease, done)
 
 
-@router.post("/jobs/{job_id}/fail")
+@router.post("/jobs/{job_id}/fail", responses=HELD_JOB)
 async def fail(job_id: str, failure: JobFail, lease: LeaseHeader, jobs: JobsDep, _: WorkerDep) -> JobPublic:
     return await jobs.fail(job_id, lease, failure)
 
 
-@router.post("/jobs/{job_id}/release")
+@router.post("/jobs/{job_id}/release", responses=HELD_JOB)
 async def release(job_id: str, lease: LeaseHeader, jobs: JobsDep, _: WorkerDep) -> JobPublic:
     """Give the job back to the queue now (a worker shutting down); this attempt does not count."""
     return await jobs.release(job_id, lease)
 
 
-@router.put("/jobs/{job_id}/checkpoint")
+@router.put("/jobs/{job_id}/checkpoint", responses=HELD_JOB, openapi_extra=BYTES)
 async def put_checkpoint(
     job_id: str,
     request: Request,
@@ -114,13 +118,25 @@ async def put_checkpoint(
     return await jobs.store_checkpoint(job_id, lease, staged, step)
 
 
-@router.get("/jobs/{job_id}/checkpoint")
+@router.get(
+    "/jobs/{job_id}/checkpoint",
+    response_class=FileResponse,
+    responses={
+        **binary_answer("the job's last checkpoint", "application/octet-stream", headers={STEP_HEADER: "the step it was taken at"}),
+        **errors(404),
+    },
+)
 async def get_checkpoint(job_id: str, jobs: JobsDep, _: WorkerDep) -> FileResponse:
     path, step = await jobs.checkpoint(job_id)
     return FileResponse(path, media_type="application/octet-stream", headers={STEP_HEADER: str(step)})
 
 
-@router.post("/jobs/{job_id}/policy", status_code=201)
+@router.post(
+    "/jobs/{job_id}/policy",
+    status_code=201,
+    responses={**HELD_JOB, **errors(415)},
+    openapi_extra=raw_body("application/x-tar", "application/octet-stream"),
+)
 async def upload_policy(
     job_id: str, request: Request, lease: LeaseHeader, jobs: JobsDep, services: ServicesDep, _: WorkerDep
 ) -> PolicyPublic:
@@ -137,7 +153,7 @@ DynamicsKey = Annotated[
 ]
 
 
-@router.put("/jobs/{job_id}/dynamics", status_code=204)
+@router.put("/jobs/{job_id}/dynamics", status_code=204, responses=HELD_JOB, openapi_extra=BYTES)
 async def put_dynamics(
     job_id: str, key: DynamicsKey, request: Request, lease: LeaseHeader, jobs: JobsDep, services: ServicesDep, _: WorkerDep
 ) -> Response:
@@ -147,7 +163,11 @@ async def put_dynamics(
     return Response(status_code=204)
 
 
-@router.get("/jobs/{job_id}/dynamics")
+@router.get(
+    "/jobs/{job_id}/dynamics",
+    response_class=FileResponse,
+    responses={**binary_answer("the dynamics model kept under `key`", "application/octet-stream"), **errors(404)},
+)
 async def get_dynamics(job_id: str, key: DynamicsKey, jobs: JobsDep, _: WorkerDep) -> FileResponse:
     return FileResponse(await jobs.dynamics(job_id, key), media_type="application/octet-stream")
 

@@ -1,0 +1,64 @@
+"""What the OpenAPI document says about answers other than the route's own model: the error envelope for
+every status a route can fail with, and the media types of the raw bodies (uploads, files, artifacts).
+
+Routers declare `PROTECTED` (or `PUBLIC`) for the failures every route can give, and add `errors(...)`
+for the statuses of their own; raw bodies are described with `raw_body` and `binary_answer`.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from schemas.errors import ErrorEnvelope
+
+_WHEN = {
+    400: "a malformed request: an unreadable body or Content-Length",
+    401: "no token, or a token unknown or revoked",
+    403: "the token lacks the scope this needs",
+    404: "a named resource does not exist",
+    409: "the resource's state refuses this (exists already, in use, finished, lease taken over)",
+    413: "the body is larger than REPLAYBANK_MAX_UPLOAD_BYTES",
+    415: "the body's Content-Type is not one this accepts",
+    416: "the Range is outside the file",
+    422: "a field is invalid; `error.field` names it, `details` lists every problem",
+    503: "a dependency (catalog, storage, queue) is not answering",
+}
+
+Responses = dict[int | str, dict[str, Any]]
+
+
+def errors(*statuses: int) -> Responses:
+    """The error envelope as the body of each status, with what it means here."""
+    return {
+        status: {"model": ErrorEnvelope, "description": f"{HTTPStatus(status).phrase}: {_WHEN[status]}"} for status in statuses
+    }
+
+
+PUBLIC: Responses = errors(400, 413, 422)
+"""What any route can answer before it runs: the body-size middleware's 400/413 and request validation's 422."""
+
+PROTECTED: Responses = {**PUBLIC, **errors(401, 403)}
+"""A route behind a bearer token (`service.api.deps`)."""
+
+BINARY = {"type": "string", "format": "binary"}
+
+
+def raw_body(*media_types: str, json_schema: dict[str, Any] | None = None, required: bool = True) -> dict[str, Any]:
+    """`openapi_extra` for a route that reads its body itself: binary for each media type, `json_schema`
+    for application/json."""
+    content = {media_type: {"schema": BINARY} for media_type in media_types}
+    if json_schema is not None:
+        content["application/json"] = {"schema": json_schema}
+    return {"requestBody": {"required": required, "content": content}}
+
+
+def binary_answer(description: str, *media_types: str, status: int = 200, headers: dict[str, str] | None = None) -> Responses:
+    """A 200 (or `status`) whose body is bytes of one of `media_types`; `headers` names the headers it sets."""
+    answer: dict[str, Any] = {
+        "description": description,
+        "content": {media_type: {"schema": BINARY} for media_type in media_types},
+    }
+    if headers:
+        answer["headers"] = {name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()}
+    return {status: answer}
