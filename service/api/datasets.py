@@ -32,7 +32,7 @@ from schemas.dataset import (
 from service import uploads
 from service.datasets import PreparedUpload
 from service.api.deps import AdminDep, AuthenticatedDep, ReadDep, ServicesDep, WriteDep, may_append
-from service.api.responses import BINARY, PROTECTED, binary_answer, errors, raw_body
+from service.api.responses import BINARY, JSON_ROWS, PROTECTED, binary_answer, errors, raw_body
 from service.errors import ApiError
 from service.query import json_rows
 
@@ -44,13 +44,8 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 VersionCursor = Annotated[str | None, Query(pattern=r"^[0-9]+$", description="the `next` of the previous page")]
 IdempotencyKey = Annotated[
     str | None,
-    Header(alias="Idempotency-Key", min_length=1, max_length=MAX_IDEMPOTENCY_KEY, pattern=r"^[^\x00-\x1f\x7f]+$"),
+    Header(alias="Idempotency-Key", min_length=1, max_length=MAX_IDEMPOTENCY_KEY, pattern=r"^[\x20-\x7e]+$"),
 ]
-JSON_ROWS = {
-    "type": "object",
-    "required": ["rows"],
-    "properties": {"rows": {"type": "array", "items": {"type": "object"}, "description": "one object per transition"}},
-}
 SNAPSHOT_HEADERS = {"X-Replaybank-Version": "the version number answered", "X-Replaybank-Rows": "its rows"}
 
 

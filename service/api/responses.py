@@ -11,6 +11,7 @@ from http import HTTPStatus
 from typing import Any
 
 from schemas.errors import ErrorEnvelope
+from schemas.transition import CLIENT_COLUMNS, MAX_SOURCE_LENGTH
 
 _WHEN = {
     400: "a malformed request: an unreadable body or Content-Length",
@@ -45,9 +46,9 @@ BINARY = {"type": "string", "format": "binary"}
 
 
 def raw_body(*media_types: str, json_schema: dict[str, Any] | None = None, required: bool = True) -> dict[str, Any]:
-    """`openapi_extra` for a route that reads its body itself: binary for each media type, `json_schema`
-    for application/json."""
-    content = {media_type: {"schema": BINARY} for media_type in media_types}
+    """`openapi_extra` for a route that reads its body itself: non-empty bytes for each media type,
+    `json_schema` for application/json."""
+    content = {media_type: {"schema": {**BINARY, "minLength": 1}} for media_type in media_types}
     if json_schema is not None:
         content["application/json"] = {"schema": json_schema}
     return {"requestBody": {"required": required, "content": content}}
@@ -62,3 +63,40 @@ def binary_answer(description: str, *media_types: str, status: int = 200, header
     if headers:
         answer["headers"] = {name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()}
     return {status: answer}
+
+
+_VALUES = {"type": "array", "items": {"type": "number"}, "description": "flattened row-major, as long as the spec says"}
+JSON_ROWS: dict[str, Any] = {
+    "type": "object",
+    "required": ["rows"],
+    "additionalProperties": False,
+    "properties": {
+        "rows": {
+            "type": "array",
+            "minItems": 1,
+            "description": "one object per transition, in episode order",
+            "items": {
+                "type": "object",
+                "required": list(CLIENT_COLUMNS),
+                "additionalProperties": False,
+                "properties": {
+                    "episode_id": {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
+                    "step": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+                    "observation": _VALUES,
+                    "action": {"anyOf": [_VALUES, {"type": "integer", "description": "a discrete action"}]},
+                    "reward": {"type": "number"},
+                    "next_observation": _VALUES,
+                    "terminal": {"type": "boolean"},
+                    "truncated": {"type": "boolean"},
+                    "source": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": MAX_SOURCE_LENGTH,
+                        "description": "who logged it (default 'logged'; 'policy:<id>' for collected rows)",
+                    },
+                },
+            },
+        }
+    },
+}
+"""The application/json upload: `{"rows": [...]}`, one object per transition."""
