@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import compile_path
 
 from schemas.errors import ErrorDetail, ErrorEnvelope
 
@@ -61,15 +61,18 @@ async def _api_error(request: Request, error: ApiError) -> JSONResponse:
     return envelope(error.status, error.code, error.message, error.field, headers=error.headers)
 
 
-def _allowed_methods(request: Request) -> str:
-    """Every method some route serves on this path. (The router's own 405 names only the first route
-    matching the path, and each of our routes serves one method.)"""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match != Match.NONE:
-            methods.update(getattr(route, "methods", None) or ())
-    return ", ".join(sorted(methods))
+def _allowed_methods(request: Request) -> str | None:
+    """Every method the OpenAPI document declares for this path, or None for a path it does not describe.
+    (The router's own 405 names only the methods of the first route matching the path, and each of our
+    routes serves one method.)"""
+    path = request.scope.get("path", "")
+    methods = {
+        method.upper()
+        for template, operations in request.app.openapi().get("paths", {}).items()
+        if compile_path(template)[0].match(path)
+        for method in operations
+    }
+    return ", ".join(sorted(methods)) or None
 
 
 async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -80,7 +83,9 @@ async def _http_error(request: Request, error: StarletteHTTPException) -> JSONRe
         message = f"no route {request.url.path}"
     if status == 405:
         message = f"{request.method} is not allowed on {request.url.path}"
-        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+        allowed = _allowed_methods(request)
+        if allowed is not None:
+            headers = {**(headers or {}), "Allow": allowed}
     code = _HTTP_CODES.get(status, HTTPStatus(status).phrase.lower().replace(" ", "_"))
     return envelope(status, code, message, getattr(error, "field", None), headers=headers)
 

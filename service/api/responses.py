@@ -23,6 +23,7 @@ _WHEN = {
     415: "the body's Content-Type is not one this accepts",
     416: "the Range is outside the file",
     422: "a field is invalid; `error.field` names it, `details` lists every problem",
+    500: "the service failed (a bug); the message names the exception",
     503: "a dependency (catalog, storage, queue) is not answering",
 }
 
@@ -36,8 +37,8 @@ def errors(*statuses: int) -> Responses:
     }
 
 
-PUBLIC: Responses = errors(400, 413, 422)
-"""What any route can answer before it runs: the body-size middleware's 400/413 and request validation's 422."""
+PUBLIC: Responses = errors(400, 413, 422, 500)
+"""What any route can answer: the body-size middleware's 400/413, request validation's 422, and a bug's 500."""
 
 PROTECTED: Responses = {**PUBLIC, **errors(401, 403)}
 """A route behind a bearer token (`service.api.deps`)."""

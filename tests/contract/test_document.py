@@ -1,4 +1,5 @@
-"""`/docs` and `/redoc` work without the internet, and the document declares the bearer scheme."""
+"""`/docs` and `/redoc` work without the internet; the document declares the bearer scheme, the error
+envelope and every method a path has."""
 
 from __future__ import annotations
 
@@ -57,3 +58,14 @@ def test_every_error_answer_is_the_envelope(client: TestClient) -> None:
                 if status.startswith(("4", "5")):
                     schema = answer["content"]["application/json"]["schema"]
                     assert schema == {"$ref": "#/components/schemas/ErrorEnvelope"}, f"{method} {path} {status}"
+
+
+def test_a_405_allows_every_method_the_path_has(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    for path, methods in [("/v1/datasets", {"GET", "POST"}), ("/v1/datasets/demo/tags/first", {"PUT", "DELETE"})]:
+        template = path.replace("demo/tags/first", "{name}/tags/{tag}")
+        assert {method.upper() for method in document["paths"][template]} == methods
+        answer = client.patch(path)
+        assert answer.status_code == 405
+        assert set(answer.headers["Allow"].split(", ")) == methods
+        assert answer.json()["error"]["code"] == "method_not_allowed"
