@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from schemas.times import UtcDatetime
 
 NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$"
 """A safe slug: lowercase letters, digits, '.', '_' and '-', 1 to 64 characters, no leading/trailing punctuation."""
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN, description="lowercase slug: a-z, 0-9, '.', '_', '-'")]
+def _json_number(value: Any) -> Any:
+    # As JSON Schema's `integer` reads it: 3.0 is the integer 3; `true` and the string "3" are not integers.
+    if isinstance(value, bool):
+        raise ValueError("a version is a number, a tag or 'latest', not true or false")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+VersionRef = Annotated[
+    Annotated[int, Field(ge=0, strict=True)] | Annotated[str, Field(min_length=1, max_length=64)],
+    BeforeValidator(_json_number),
+]
+"""A version as a request names it: its number, a tag or `latest`."""
+TAG_PATTERN = r"^(?!latest$)(?![0-9]+$)" + NAME_PATTERN[1:]
+"""A tag: a name that is neither `latest` nor a number (those already mean versions)."""
 
 MAX_DIMS = 1_000_000
 
@@ -36,7 +53,14 @@ class ObservationSpec(StrictModel):
         return shape
 
 
+def _kind_required(schema: dict[str, Any]) -> None:
+    # `kind` has a default for Python callers, but on the wire it picks the union's member: it must be sent.
+    schema["required"] = ["kind", *schema.get("required", [])]
+
+
 class ContinuousActionSpec(StrictModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_kind_required)
+
     kind: Literal["continuous"] = "continuous"
     shape: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, max_length=4)
     low: list[float]
@@ -60,6 +84,8 @@ class ContinuousActionSpec(StrictModel):
 
 
 class DiscreteActionSpec(StrictModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_kind_required)
+
     kind: Literal["discrete"] = "discrete"
     n: int = Field(ge=2, le=1_000_000)
 
@@ -87,7 +113,7 @@ class DatasetCreate(DatasetSpec):
 class DatasetPublic(DatasetCreate):
     model_config = ConfigDict(extra="ignore")
 
-    created_at: datetime
+    created_at: UtcDatetime
     latest_version: int
     rows: int
     episodes: int
@@ -100,7 +126,7 @@ class VersionPublic(BaseModel):
     added_rows: int
     episodes: int
     sources: dict[str, int]
-    created_at: datetime
+    created_at: UtcDatetime
     tags: list[str] = Field(default_factory=list)
 
 
@@ -136,7 +162,7 @@ class AppendResult(BaseModel):
 
 
 class TagSet(StrictModel):
-    version: int | str
+    version: VersionRef
 
 
 class TagPublic(BaseModel):
@@ -173,7 +199,7 @@ class VersionFiles(BaseModel):
 
 class QueryRequest(StrictModel):
     sql: str = Field(min_length=1)
-    version: int | str = "latest"
+    version: VersionRef = "latest"
     max_rows: int | None = Field(default=None, ge=1)
     """At most the service's own cap (REPLAYBANK_QUERY_MAX_ROWS)."""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -17,7 +16,8 @@ from pydantic import (
 )
 
 from schemas.algorithms import ALGORITHM_PARAMS
-from schemas.dataset import Name, StrictModel
+from schemas.dataset import Name, StrictModel, VersionRef
+from schemas.times import UtcDatetime
 
 JobKind = Literal["train", "collect", "evaluate"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -45,7 +45,8 @@ def _finite_metrics(metrics: dict[str, float]) -> dict[str, float]:
     return metrics
 
 
-Metrics = Annotated[dict[MetricName, float], Field(max_length=MAX_METRICS)]
+# The names' pattern bounds the keys: without `additionalProperties`, JSON Schema lets other names through.
+Metrics = Annotated[dict[MetricName, float], Field(max_length=MAX_METRICS, json_schema_extra={"additionalProperties": False})]
 
 
 class GaussianExploration(StrictModel):
@@ -97,9 +98,13 @@ class JobCreate(StrictModel):
     """A job as a user submits it. The version may be a number, a tag or 'latest'; the service pins a number."""
 
     kind: JobKind = "train"
-    algorithm: str | None = Field(default=None, description="train jobs: one of the registered algorithms")
+    algorithm: str | None = Field(
+        default=None,
+        description="train jobs: one of the registered algorithms",
+        json_schema_extra={"enum": [*sorted(ALGORITHM_PARAMS), None]},
+    )
     dataset: Name
-    version: Annotated[int, Field(ge=0)] | Annotated[str, Field(min_length=1, max_length=64)] = "latest"
+    version: VersionRef = "latest"
     steps: int | None = Field(
         default=None,
         ge=1,
@@ -228,16 +233,16 @@ class JobPublic(BaseModel):
     """What a finished collect or evaluate job produced (versions and rows, or returns)."""
     worker: str | None
     checkpoint_step: int | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    updated_at: datetime
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    updated_at: UtcDatetime
 
 
 class MetricPoint(BaseModel):
     step: int = Field(ge=0)
     values: Metrics
-    time: datetime | None = None
+    time: UtcDatetime | None = None
 
     @field_validator("values")
     @classmethod
@@ -249,7 +254,7 @@ class ClaimRequest(StrictModel):
     worker: str = Field(default="worker", min_length=1, max_length=120, description="a name for logs and the job record")
     device: WorkerDevice = "cpu"
     kinds: list[JobKind] = Field(default_factory=lambda: ["train", "collect", "evaluate"], min_length=1)
-    wait: float = Field(default=20.0, ge=0.0, le=60.0, description="seconds to hold the request open for a job")
+    wait: float = Field(default=20.0, ge=0.0, le=60.0, strict=True, description="seconds to hold the request open for a job")
 
 
 class Claim(BaseModel):

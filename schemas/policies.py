@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.times import UtcDatetime
 
 PolicyFormat = Literal["onnx", "torch", "state", "card"]
 """`onnx` and `torch` (the exported program) run without this project; `state` is the full training state."""
@@ -28,7 +29,7 @@ class Evaluation(BaseModel):
     std: float
     episodes: int
     job_id: str | None = None
-    time: datetime | None = None
+    time: UtcDatetime | None = None
 
 
 class PolicyCard(BaseModel):
@@ -59,8 +60,4 @@ class PolicyPublic(BaseModel):
     formats: list[PolicyFormat]
     card: dict[str, Any]
     """The whole card: spaces, normalisation, configuration, code and torch versions, device, evaluations."""
-    created_at: datetime
-
-
-POLICY_FILES: dict[str, str] = {"onnx": "policy.onnx", "torch": "policy.pt2", "card": "card.json", "state": "state.pt"}
-"""Format name -> file name in a policy folder: what `fit --out` writes and a download gets; `state` is the full training state."""
+    created_at: UtcDatetime

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.dataset import Name
+from schemas.times import UtcDatetime
 
 Scope = Literal["read", "write", "worker", "admin"]
 
@@ -35,7 +35,7 @@ class TokenPublic(BaseModel):
     id: str
     name: str
     scopes: list[Scope]
-    created_at: datetime
+    created_at: UtcDatetime
     revoked: bool
 
 

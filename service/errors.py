@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from schemas.errors import ErrorDetail, ErrorEnvelope
 from schemas.http import ErrorCode
@@ -79,15 +80,33 @@ async def _api_error(request: Request, error: ApiError) -> JSONResponse:
     return envelope(error.status, error.code, error.message, error.field, headers=error.headers)
 
 
+def _allowed_methods(request: Request) -> str | None:
+    """Every method the OpenAPI document declares for this path, or None for a path it does not describe.
+    (The router's own 405 names only the methods of the first route matching the path, and each of our
+    routes serves one method.)"""
+    path = request.scope.get("path", "")
+    methods = {
+        method.upper()
+        for template, operations in request.app.openapi().get("paths", {}).items()
+        if compile_path(template)[0].match(path)
+        for method in operations
+    }
+    return ", ".join(sorted(methods)) or None
+
+
 async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
     status = error.status_code
     message = error.detail if isinstance(error.detail, str) else HTTPStatus(status).phrase
+    headers = getattr(error, "headers", None)
     if status == 404 and message == "Not Found":
         message = f"no route {request.url.path}"
     if status == 405:
         message = f"{request.method} is not allowed on {request.url.path}"
+        allowed = _allowed_methods(request)
+        if allowed is not None:
+            headers = {**(headers or {}), "Allow": allowed}
     code = _HTTP_CODES.get(status, "internal" if status >= 500 else "bad_request")
-    return envelope(status, code, message, getattr(error, "field", None), headers=getattr(error, "headers", None))
+    return envelope(status, code, message, getattr(error, "field", None), headers=headers)
 
 
 async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:

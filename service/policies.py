@@ -136,7 +136,7 @@ class Policies:
             if cursor:
                 after = session.get(PolicyRow, cursor)
                 if after is None:
-                    raise ApiError(422, "invalid", "unknown cursor", "cursor")
+                    raise not_found(f"the cursor's policy {cursor!r}", "cursor")
                 query = query.where(
                     or_(
                         PolicyRow.created_at < after.created_at,

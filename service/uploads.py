@@ -210,8 +210,14 @@ def _json_body_schema(spec: DatasetSpec) -> pa.Schema:
     return pa.schema([("rows", pa.list_(_json_row_type(spec)))])
 
 
+_OBJECT_START = re.compile(rb"\s*\{")
+
+
 def _read_json(document: bytes | bytearray, schema: pa.Schema) -> pa.Table:
     """One JSON document (any layout) parsed by Arrow against the spec: no Python object per value."""
+    if _OBJECT_START.match(document) is None:
+        # Arrow's reader crashes the process on a top-level `null` (pyarrow 26); only an object can hold rows.
+        raise ValueError("the document is not a JSON object")
     return pajson.read_json(
         pa.BufferReader(document),
         read_options=pajson.ReadOptions(block_size=len(document) + 1, use_threads=False),

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.auth import Principal
 from service.errors import ApiError
@@ -39,11 +40,16 @@ ProtocolDep = Annotated[WorkerProtocol, Depends(get_protocol)]
 PoliciesDep = Annotated[Policies, Depends(get_policies)]
 
 
-def authenticate(request: Request, services: ServicesDep) -> Principal:
+BEARER = HTTPBearer(auto_error=False, description="a token from `replaybank token create` (or the admin token)")
+"""Declares the bearer scheme in the OpenAPI document; a missing token is answered here in the error envelope."""
+
+
+def authenticate(
+    services: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+) -> Principal:
     """The token's principal, or 401."""
-    header = request.headers.get("authorization", "")
-    scheme, _, secret = header.partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
+    secret = credentials.credentials if credentials is not None else ""
+    if not secret.strip():
         raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <token>'", "Authorization", headers={"WWW-Authenticate": "Bearer"})
     principal = services.tokens.authenticate(secret.strip())
     if principal is None:

@@ -13,16 +13,26 @@ from schemas.dataset import Name, Page
 from schemas.jobs import FINISHED_STATUSES, JobCreate, JobPublic, JobStatus, MetricPoint
 from schemas.http import EVENT_STREAM
 from service.api.deps import JobsDep, ReadDep, WriteDep
+from service.api.responses import PROTECTED, errors
 
 EVENT_POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
 
 JobId = Annotated[str, "the job's id"]
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=PROTECTED)
+JOB_EVENT = {
+    "type": "object",
+    "required": ["event", "id", "data"],
+    "properties": {
+        "event": {"const": "job"},
+        "id": {"type": "string", "description": "the job's updated_at"},
+        "data": {"type": "string", "contentMediaType": "application/json", "description": "the job, as GET /v1/jobs/{job_id}"},
+    },
+}
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses=errors(404, 409))
 async def submit_job(create: JobCreate, jobs: JobsDep, _: WriteDep) -> JobPublic:
     return await jobs.submit(create)
 
@@ -39,17 +49,17 @@ async def list_jobs(
     return await jobs.list(limit, cursor, status, dataset)
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", responses=errors(404))
 async def get_job(job_id: JobId, jobs: JobsDep, _: ReadDep) -> JobPublic:
     return await jobs.get(job_id)
 
 
-@router.post("/{job_id}/cancel")
+@router.post("/{job_id}/cancel", responses=errors(404, 409))
 async def cancel_job(job_id: JobId, jobs: JobsDep, _: WriteDep) -> JobPublic:
     return await jobs.cancel(job_id)
 
 
-@router.get("/{job_id}/metrics")
+@router.get("/{job_id}/metrics", responses=errors(404))
 async def job_metrics(
     job_id: JobId,
     jobs: JobsDep,
@@ -60,7 +70,17 @@ async def job_metrics(
     return await jobs.metrics(job_id, after_step, limit)
 
 
-@router.get("/{job_id}/events")
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "server-sent events: `event: job` with the job's JSON at each change, until it finishes",
+            "content": {"text/event-stream": {"schema": JOB_EVENT}},
+        },
+        **errors(404),
+    },
+)
 async def job_events(job_id: JobId, request: Request, jobs: JobsDep, _: ReadDep) -> StreamingResponse:
     """`event: job` with the job's JSON whenever it changes, until it finishes; comments keep the line open."""
     first = await jobs.get(job_id)  # 404 before the stream starts

@@ -11,13 +11,14 @@ from schemas.dataset import Name, Page
 from schemas.http import JSON, ONNX, OCTET_STREAM
 from schemas.policies import POLICY_FILES, PolicyFormat, PolicyPublic
 from service.api.deps import AdminDep, PoliciesDep, ReadDep
+from service.api.responses import PROTECTED, binary_answer, errors
 
 MEDIA_TYPES: dict[PolicyFormat, str] = {"onnx": ONNX, "torch": OCTET_STREAM, "state": OCTET_STREAM, "card": JSON}
 
-router = APIRouter(prefix="/v1/policies", tags=["policies"])
+router = APIRouter(prefix="/v1/policies", tags=["policies"], responses=PROTECTED)
 
 
-@router.get("")
+@router.get("", responses=errors(404))
 async def list_policies(
     policies: PoliciesDep,
     _: ReadDep,
@@ -28,12 +29,19 @@ async def list_policies(
     return await policies.list(limit, cursor, dataset)
 
 
-@router.get("/{policy_id}")
+@router.get("/{policy_id}", responses=errors(404))
 async def get_policy(policy_id: str, policies: PoliciesDep, _: ReadDep) -> PolicyPublic:
     return await policies.get(policy_id)
 
 
-@router.get("/{policy_id}/artifact")
+@router.get(
+    "/{policy_id}/artifact",
+    response_class=FileResponse,
+    responses={
+        **binary_answer("the artifact in the asked format", *sorted(set(MEDIA_TYPES.values()))),
+        **errors(404),
+    },
+)
 async def get_artifact(
     policy_id: str,
     policies: PoliciesDep,
@@ -50,7 +58,7 @@ async def get_artifact(
     )
 
 
-@router.delete("/{policy_id}", status_code=204)
+@router.delete("/{policy_id}", status_code=204, responses=errors(404, 409))
 async def delete_policy(policy_id: str, policies: PoliciesDep, _: AdminDep) -> Response:
     await policies.delete(policy_id)
     return Response(status_code=204)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
 
 from schemas.dataset import Page
 from schemas.tokens import TokenCreate, TokenCreated, TokenPublic
 from service.api.deps import AdminDep, ServicesDep
+from service.api.responses import PROTECTED, errors
 from service.auth import public
 
-router = APIRouter(prefix="/v1/tokens", tags=["tokens"])
+router = APIRouter(prefix="/v1/tokens", tags=["tokens"], responses=PROTECTED)
 
 
-@router.post("", status_code=201, response_model=TokenCreated)
+@router.post("", status_code=201, response_model=TokenCreated, responses=errors(409))
 def create_token(request: TokenCreate, services: ServicesDep, _: AdminDep) -> TokenCreated:
     row, secret = services.tokens.create(request)
     return TokenCreated(**public(row).model_dump(), token=secret)
@@ -24,7 +27,7 @@ def list_tokens(services: ServicesDep, _: AdminDep) -> Page[TokenPublic]:
     return Page(data=tokens, count=len(tokens))
 
 
-@router.delete("/{token}", status_code=204)
-def revoke_token(token: str, services: ServicesDep, _: AdminDep) -> Response:
-    services.tokens.revoke(token)
+@router.delete("/{token_id}", status_code=204, responses=errors(404))
+def revoke_token(token_id: Annotated[str, Path(description="the token's id or name")], services: ServicesDep, _: AdminDep) -> Response:
+    services.tokens.revoke(token_id)
     return Response(status_code=204)

@@ -16,13 +16,17 @@ from schemas.http import LEASE_HEADER, OCTET_STREAM, STEP_HEADER, TAR
 from schemas.jobs import Claim, ClaimRequest, Heartbeat, HeartbeatReply, JobComplete, JobFail, JobPublic
 from schemas.policies import PolicyPublic
 from service.api.deps import PoliciesDep, ProtocolDep, WorkerDep
+from service.api.responses import PROTECTED, binary_answer, errors, raw_body
 from service.errors import ApiError
 
 DISCONNECT_POLL_SECONDS = 0.5
 
 LeaseHeader = Annotated[str, Header(alias=LEASE_HEADER, min_length=1, max_length=200)]
 
-router = APIRouter(prefix="/v1", tags=["workers"])
+router = APIRouter(prefix="/v1", tags=["workers"], responses=PROTECTED)
+HELD_JOB = errors(404, 409)
+"""A call about a held job: it may not exist, or its lease may have lapsed and passed to another worker."""
+BYTES = raw_body(OCTET_STREAM)
 
 
 @router.post(
@@ -50,30 +54,30 @@ async def claim_job(
     return claimed
 
 
-@router.post("/jobs/{job_id}/heartbeat")
+@router.post("/jobs/{job_id}/heartbeat", responses=HELD_JOB)
 async def heartbeat(
     job_id: str, beat: Heartbeat, lease: LeaseHeader, protocol: ProtocolDep, _: WorkerDep
 ) -> HeartbeatReply:
     return await protocol.heartbeat(job_id, lease, beat)
 
 
-@router.post("/jobs/{job_id}/complete")
+@router.post("/jobs/{job_id}/complete", responses=HELD_JOB)
 async def complete(job_id: str, done: JobComplete, lease: LeaseHeader, protocol: ProtocolDep, _: WorkerDep) -> JobPublic:
     return await protocol.complete(job_id, lease, done)
 
 
-@router.post("/jobs/{job_id}/fail")
+@router.post("/jobs/{job_id}/fail", responses=HELD_JOB)
 async def fail(job_id: str, failure: JobFail, lease: LeaseHeader, protocol: ProtocolDep, _: WorkerDep) -> JobPublic:
     return await protocol.fail(job_id, lease, failure)
 
 
-@router.post("/jobs/{job_id}/release")
+@router.post("/jobs/{job_id}/release", responses=HELD_JOB)
 async def release(job_id: str, lease: LeaseHeader, protocol: ProtocolDep, _: WorkerDep) -> JobPublic:
     """Give the job back to the queue now (a worker shutting down); this attempt does not count."""
     return await protocol.release(job_id, lease)
 
 
-@router.put("/jobs/{job_id}/checkpoint")
+@router.put("/jobs/{job_id}/checkpoint", responses=HELD_JOB, openapi_extra=BYTES)
 async def put_checkpoint(
     job_id: str,
     request: Request,
@@ -85,13 +89,25 @@ async def put_checkpoint(
     return await protocol.store_checkpoint(job_id, lease, request.stream(), request.headers.get("content-length"), step)
 
 
-@router.get("/jobs/{job_id}/checkpoint")
+@router.get(
+    "/jobs/{job_id}/checkpoint",
+    response_class=FileResponse,
+    responses={
+        **binary_answer("the job's last checkpoint", OCTET_STREAM, headers={STEP_HEADER: "the step it was taken at"}),
+        **errors(404),
+    },
+)
 async def get_checkpoint(job_id: str, protocol: ProtocolDep, _: WorkerDep) -> FileResponse:
     path, step = await protocol.checkpoint(job_id)
     return FileResponse(path, media_type=OCTET_STREAM, headers={STEP_HEADER: str(step)})
 
 
-@router.post("/jobs/{job_id}/policy", status_code=201)
+@router.post(
+    "/jobs/{job_id}/policy",
+    status_code=201,
+    responses={**HELD_JOB, **errors(415)},
+    openapi_extra=raw_body(TAR, OCTET_STREAM),
+)
 async def upload_policy(
     job_id: str, request: Request, lease: LeaseHeader, policies: PoliciesDep, _: WorkerDep
 ) -> PolicyPublic:
@@ -107,7 +123,7 @@ DynamicsKey = Annotated[
 ]
 
 
-@router.put("/jobs/{job_id}/dynamics", status_code=204)
+@router.put("/jobs/{job_id}/dynamics", status_code=204, responses=HELD_JOB, openapi_extra=BYTES)
 async def put_dynamics(
     job_id: str, key: DynamicsKey, request: Request, lease: LeaseHeader, protocol: ProtocolDep, _: WorkerDep
 ) -> Response:
@@ -116,7 +132,11 @@ async def put_dynamics(
     return Response(status_code=204)
 
 
-@router.get("/jobs/{job_id}/dynamics")
+@router.get(
+    "/jobs/{job_id}/dynamics",
+    response_class=FileResponse,
+    responses={**binary_answer("the dynamics model kept under `key`", OCTET_STREAM), **errors(404)},
+)
 async def get_dynamics(job_id: str, key: DynamicsKey, protocol: ProtocolDep, _: WorkerDep) -> FileResponse:
     return FileResponse(await protocol.dynamics(job_id, key), media_type=OCTET_STREAM)
 

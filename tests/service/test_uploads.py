@@ -146,13 +146,14 @@ def test_discrete_actions_outside_the_range_are_refused(client: TestClient) -> N
         (b"PAR1 but not parquet", PARQUET["Content-Type"], 422, "body"),
         (b'{"rows": [', "application/json", 422, "body"),
         (b'[{"episode_id": 1}]', "application/json", 422, "body"),
+        (b" null", "application/json", 422, "body"),
         (b'{"rows": [{"episode_id": 1, "colour": "red"}]}', "application/json", 422, "colour"),
         (b'{"rows": [{"episode_id": "one"}]}', "application/json", 422, "episode_id"),
         (b'{"rows": []}', "application/json", 422, "rows"),
         (b"episode_id,step\n1,2\n", "text/csv", 415, "Content-Type"),
         (b"\x00\x01", None, 415, "Content-Type"),
     ],
-    ids=["empty", "garbage arrow", "garbage parquet", "truncated json", "json list", "json unknown field", "json wrong type", "json no rows", "csv", "no content type"],
+    ids=["empty", "garbage arrow", "garbage parquet", "truncated json", "json list", "json null", "json unknown field", "json wrong type", "json no rows", "csv", "no content type"],
 )
 def test_malformed_bodies_are_refused(loaded: TestClient, body: bytes, content_type: str | None, status: int, field: str) -> None:
     before = data_files(loaded)

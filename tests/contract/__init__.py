@@ -1,0 +1,1 @@
+"""The OpenAPI document as a contract: Schemathesis against a real `replaybank serve`."""
