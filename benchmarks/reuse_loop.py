@@ -39,8 +39,8 @@ import pyarrow as pa
 import torch
 
 from schemas.jobs import GaussianExploration
-from workers.algos.base import OfflineAlgorithm, TransitionArrays
-from workers.algos.data import arrays_from_arrow, episode_returns
+from workers.algos.base import OfflineAlgorithm
+from workers.algos.data import TransitionArrays, arrays_from_arrow, episode_returns
 from workers.algos.replay import training_replay
 from workers.algos.training import fit, make_algorithm, train
 from workers.behaviour import PENDULUM_SPEC, noisy_pendulum_controller, rollout

@@ -12,7 +12,6 @@ Parameters and defaults: `schemas.algorithms.CQLParams`.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import nn
@@ -57,23 +56,37 @@ class CQL(OfflineAlgorithm):
         compiled = params.compile
         self.critic: nn.Module
         if isinstance(spec.action, DiscreteActionSpec):
-            self.critic = DiscreteQEnsemble(observation_size, spec.action.n, hidden).to(device)
+            self.critic = self.register("critic", DiscreteQEnsemble(observation_size, spec.action.n, hidden).to(device))
         else:
             self.action_size = spec.action.size
-            self.critic = ContinuousQEnsemble(observation_size, self.action_size, hidden).to(device)
-            self.actor = TanhGaussianActor(observation_size, self.action_size, hidden).to(device)
-            self.actor_optimiser = adam(self.actor.parameters(), params.actor_lr, device, compiled)
-            self.log_entropy_temperature = nn.Parameter(
-                torch.tensor(math.log(params.initial_entropy_temperature), device=device)
+            self.critic = self.register(
+                "critic", ContinuousQEnsemble(observation_size, self.action_size, hidden).to(device)
             )
-            self.entropy_optimiser = adam([self.log_entropy_temperature], params.entropy_lr, device, compiled)
+            actor = TanhGaussianActor(observation_size, self.action_size, hidden)
+            self.actor = self.register("actor", actor.to(device))
+            self.actor_optimiser = self.register(
+                "actor_optimiser", adam(self.actor.parameters(), params.actor_lr, device, compiled)
+            )
+            self.log_entropy_temperature = self.register(
+                "log_entropy_temperature",
+                nn.Parameter(torch.tensor(math.log(params.initial_entropy_temperature), device=device)),
+            )
+            self.entropy_optimiser = self.register(
+                "entropy_optimiser", adam([self.log_entropy_temperature], params.entropy_lr, device, compiled)
+            )
             self.target_entropy = (
                 params.target_entropy if params.target_entropy is not None else -float(self.action_size)
             )
-        self.target_critic = frozen_copy(self.critic)
-        self.critic_optimiser = adam(self.critic.parameters(), params.critic_lr, device, compiled)
-        self.log_lagrange_multiplier = nn.Parameter(torch.zeros((), device=device))
-        self.lagrange_optimiser = adam([self.log_lagrange_multiplier], params.lagrange_lr, device, compiled)
+        self.target_critic = self.register("target_critic", frozen_copy(self.critic))
+        self.critic_optimiser = self.register(
+            "critic_optimiser", adam(self.critic.parameters(), params.critic_lr, device, compiled)
+        )
+        self.log_lagrange_multiplier = self.register(
+            "log_lagrange_multiplier", nn.Parameter(torch.zeros((), device=device))
+        )
+        self.lagrange_optimiser = self.register(
+            "lagrange_optimiser", adam([self.log_lagrange_multiplier], params.lagrange_lr, device, compiled)
+        )
         step = self._discrete_step if self.discrete else self._continuous_step
         self._update = compile_update(step, device, compiled)
 
@@ -134,9 +147,15 @@ class CQL(OfflineAlgorithm):
         metrics = self._update_actor(batch)
         target = self._soft_target(batch, metrics["entropy_temperature"])
         q_data = self.critic(batch.observations, batch.actions)
-        gap = conservative_gap(self._proposal_q(batch), q_data)
-        metrics.update(self._critic_step(q_data, target, gap))
+        metrics.update(self._critic_step(q_data, target, self._conservative_gap(batch, q_data)))
         return metrics
+
+    def _conservative_gap(self, batch: Batch, q_data: torch.Tensor) -> torch.Tensor:
+        """The term the critic keeps small, per critic [E]: logsumexp over the proposals minus Q on the data.
+
+        `q_data` [E, B] is Q at the batch's own actions. COMBO overrides this to push down at model states.
+        """
+        return conservative_gap(self._proposal_q(batch), q_data)
 
     # discrete actions: Q-learning + CQL(H)
 
@@ -190,33 +209,3 @@ class CQL(OfflineAlgorithm):
     def policy(self) -> nn.Module:
         head = MeanQHead(self.critic) if self.discrete else self.actor
         return DeployedPolicy(head, self.spec, self.normalisation)
-
-    def _parts(self) -> dict[str, Any]:
-        parts: dict[str, Any] = {
-            "critic": self.critic,
-            "target_critic": self.target_critic,
-            "critic_optimiser": self.critic_optimiser,
-            "lagrange_optimiser": self.lagrange_optimiser,
-        }
-        if not self.discrete:
-            parts.update(
-                actor=self.actor, actor_optimiser=self.actor_optimiser, entropy_optimiser=self.entropy_optimiser
-            )
-        return parts
-
-    def state_dict(self) -> dict[str, Any]:
-        state = {name: part.state_dict() for name, part in self._parts().items()}
-        state["step"] = self.step
-        state["log_lagrange_multiplier"] = self.log_lagrange_multiplier.detach().clone()
-        if not self.discrete:
-            state["log_entropy_temperature"] = self.log_entropy_temperature.detach().clone()
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for name, part in self._parts().items():
-            part.load_state_dict(state[name])
-        self.step = state["step"]
-        with torch.no_grad():
-            self.log_lagrange_multiplier.copy_(state["log_lagrange_multiplier"])
-            if not self.discrete:
-                self.log_entropy_temperature.copy_(state["log_entropy_temperature"])

@@ -10,7 +10,7 @@ import torch
 
 from schemas.dataset import ContinuousActionSpec
 from workers.algos import ALGORITHMS
-from workers.algos.base import Normalisation, TransitionArrays
+from workers.algos.data import Normalisation, TransitionArrays
 from workers.algos.replay import ReplayBuffer
 from workers.algos.training import checkpoint, make_algorithm, restore, train
 from workers.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC

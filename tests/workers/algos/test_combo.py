@@ -11,7 +11,7 @@ import torch
 
 from schemas.algorithms import COMBOParams
 from workers.algos import combo as combo_module
-from workers.algos.base import Normalisation, TransitionArrays
+from workers.algos.data import Normalisation, TransitionArrays
 from workers.algos.combo import COMBO
 from workers.algos.replay import Batch, ReplayBuffer
 from workers.algos.training import fit, train

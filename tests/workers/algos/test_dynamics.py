@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from workers.algos.base import TransitionArrays
+from workers.algos.data import TransitionArrays
 from workers.algos.dynamics import DynamicsModel, fit_dynamics
 
 STATE_MATRIX = np.array([[0.9, 0.1, 0.0], [0.0, 0.8, 0.2], [0.1, 0.0, 0.95]], dtype=np.float32)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from schemas.dataset import DatasetSpec
-from workers.algos.base import Normalisation, TransitionArrays
+from workers.algos.data import Normalisation, TransitionArrays
 from workers.algos.export import export_policy
 from workers.algos.replay import ReplayBuffer
 from workers.algos.training import make_algorithm, train

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from schemas.algorithms import CQLParams
-from workers.algos.base import Normalisation
+from workers.algos.data import Normalisation
 from workers.algos.cql import CQL, conservative_gap
 from workers.algos.iql import expectile_loss
 from workers.algos.replay import Batch
