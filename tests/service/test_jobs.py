@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.service.conftest import ADMIN, ARROW, GRID, HOPPER, MakeClient, append, arrow_body, rows
+from tests.factories import upload_rows as rows
+from tests.service.conftest import ADMIN, ARROW, GRID, HOPPER, MakeClient, append, arrow_body
 
 LEASE = "Replaybank-Lease"
 IQL = {"kind": "train", "algorithm": "iql", "dataset": "hopper", "steps": 100, "seed": 3}

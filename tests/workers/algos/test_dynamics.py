@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.factories import torch_threads
 from workers.algos.data import TransitionArrays
 from workers.algos.dynamics import DynamicsModel, fit_dynamics
 
@@ -32,11 +33,6 @@ FIT = dict(
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 def linear_system(rows: int, seed: int) -> TransitionArrays:
     """s' = A s + B a + noise, r = w.s + 0.3 a, terminal when s[0] > 0.5 (about a third of the rows)."""
     rng = np.random.default_rng(seed)
@@ -59,8 +55,9 @@ def linear_system(rows: int, seed: int) -> TransitionArrays:
 
 @pytest.fixture(scope="module")
 def fitted() -> tuple[DynamicsModel, dict[str, float]]:
-    torch.set_num_threads(1)
-    return fit_dynamics(linear_system(4000, seed=0), **FIT)
+    # module-scoped, so it runs before the conftest's one-thread fixture does
+    with torch_threads(1):
+        return fit_dynamics(linear_system(4000, seed=0), **FIT)
 
 
 def tensors(data: TransitionArrays) -> tuple[torch.Tensor, torch.Tensor]:
