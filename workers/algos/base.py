@@ -1,15 +1,15 @@
 """What every offline algorithm offers, and the parts its training state is made of.
 
-Algorithm files (iql.py, cql.py, combo.py, bc.py) subclass `OfflineAlgorithm` and `register` their
-networks, target networks, optimisers, schedules and learnable scalars once; `state_dict`,
-`load_state_dict` and `optimisers` are built from that registry. The training loop, export and the
-workers only use this interface.
+Algorithm files (iql.py, cql.py, combo.py, bc.py) subclass `OfflineAlgorithm` and `register` the
+attributes holding their networks, target networks, optimisers, schedules and learnable scalars once;
+`state_dict`, `load_state_dict` and `optimisers` are built from that registry. The training loop,
+export and the workers only use this interface.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from pydantic import BaseModel
@@ -22,7 +22,6 @@ from workers.algos.data import Normalisation, TransitionArrays
 
 Part = nn.Module | Optimizer | LRScheduler | nn.Parameter
 """What an algorithm registers: a network, an optimiser, a learning-rate schedule or a learnable scalar."""
-PartT = TypeVar("PartT", bound=Part)
 
 
 class PreparedParts(Protocol):
@@ -65,7 +64,7 @@ class OfflineAlgorithm(ABC):
         self.seed = seed
         self.total_steps = total_steps
         self.step = 0
-        self._parts: dict[str, Part] = {}
+        self._part_names: list[str] = []
         # Networks are initialised and noise drawn from torch's global RNG; training checkpoints it.
         torch.manual_seed(seed)
         self._build()
@@ -75,16 +74,22 @@ class OfflineAlgorithm(ABC):
         """Networks, optimisers and the update, from `params`, `spec` and `normalisation`, on `device`;
         every part of the training state goes through `register`."""
 
-    def register(self, name: str, part: PartT) -> PartT:
-        """Make `part` part of the training state, saved under `name`; returns it, to keep as an attribute."""
-        if name in self._parts or name == "step":
-            raise ValueError(f"{type(self).__name__} registers {name!r} twice")
-        self._parts[name] = part
-        return part
+    def register(self, *names: str) -> None:
+        """Make the attributes `names` (networks, optimisers, schedules, learnable scalars) part of the
+        training state, each saved under its name."""
+        for name in names:
+            if name in self._part_names or name == "step":
+                raise ValueError(f"{type(self).__name__} registers {name!r} twice")
+            if not isinstance(getattr(self, name), Part):
+                raise TypeError(f"{name!r} is a {type(getattr(self, name)).__name__}, not a part of training state")
+            self._part_names.append(name)
+
+    def _parts(self) -> dict[str, Part]:
+        return {name: getattr(self, name) for name in self._part_names}
 
     def optimisers(self) -> list[Optimizer]:
         """The registered optimisers, in the order they were registered."""
-        return [part for part in self._parts.values() if isinstance(part, Optimizer)]
+        return [part for part in self._parts().values() if isinstance(part, Optimizer)]
 
     @property
     def discrete(self) -> bool:
@@ -114,14 +119,14 @@ class OfflineAlgorithm(ABC):
     def state_dict(self) -> dict[str, Any]:
         """Every registered part and the step counter: enough to resume bit-identically."""
         state: dict[str, Any] = {"step": self.step}
-        for name, part in self._parts.items():
+        for name, part in self._parts().items():
             state[name] = part.detach().clone() if isinstance(part, nn.Parameter) else part.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """The parts back from `state_dict`; a schedule saved as None keeps its fresh start (fine-tuning)."""
         self.step = state["step"]
-        for name, part in self._parts.items():
+        for name, part in self._parts().items():
             if isinstance(part, nn.Parameter):
                 with torch.no_grad():
                     part.copy_(state[name])

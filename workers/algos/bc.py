@@ -33,15 +33,16 @@ class BC(OfflineAlgorithm):
     def _build(self) -> None:
         params, spec, device = self.params, self.spec, self.device
         observation_size = spec.observation.size
-        actor: nn.Module
+        self.actor: nn.Module
         if isinstance(spec.action, DiscreteActionSpec):
-            actor = CategoricalActor(observation_size, spec.action.n, params.hidden_sizes)
+            self.actor = CategoricalActor(observation_size, spec.action.n, params.hidden_sizes)
         elif params.loss == "nll":
-            actor = GaussianActor(observation_size, spec.action.size, params.hidden_sizes)
+            self.actor = GaussianActor(observation_size, spec.action.size, params.hidden_sizes)
         else:
-            actor = DeterministicActor(observation_size, spec.action.size, params.hidden_sizes)
-        self.actor = self.register("actor", actor.to(device))
-        self.optimiser = self.register("optimiser", adam(actor.parameters(), params.actor_lr, device, params.compile))
+            self.actor = DeterministicActor(observation_size, spec.action.size, params.hidden_sizes)
+        self.actor.to(device)
+        self.optimiser = adam(self.actor.parameters(), params.actor_lr, device, params.compile)
+        self.register("actor", "optimiser")
         self._update = compile_update(self._update_step, device, params.compile)
 
     def _update_step(self, batch: Batch) -> dict[str, torch.Tensor]:

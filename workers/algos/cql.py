@@ -56,37 +56,25 @@ class CQL(OfflineAlgorithm):
         compiled = params.compile
         self.critic: nn.Module
         if isinstance(spec.action, DiscreteActionSpec):
-            self.critic = self.register("critic", DiscreteQEnsemble(observation_size, spec.action.n, hidden).to(device))
+            self.critic = DiscreteQEnsemble(observation_size, spec.action.n, hidden).to(device)
         else:
             self.action_size = spec.action.size
-            self.critic = self.register(
-                "critic", ContinuousQEnsemble(observation_size, self.action_size, hidden).to(device)
+            self.critic = ContinuousQEnsemble(observation_size, self.action_size, hidden).to(device)
+            self.actor = TanhGaussianActor(observation_size, self.action_size, hidden).to(device)
+            self.actor_optimiser = adam(self.actor.parameters(), params.actor_lr, device, compiled)
+            self.log_entropy_temperature = nn.Parameter(
+                torch.tensor(math.log(params.initial_entropy_temperature), device=device)
             )
-            actor = TanhGaussianActor(observation_size, self.action_size, hidden)
-            self.actor = self.register("actor", actor.to(device))
-            self.actor_optimiser = self.register(
-                "actor_optimiser", adam(self.actor.parameters(), params.actor_lr, device, compiled)
-            )
-            self.log_entropy_temperature = self.register(
-                "log_entropy_temperature",
-                nn.Parameter(torch.tensor(math.log(params.initial_entropy_temperature), device=device)),
-            )
-            self.entropy_optimiser = self.register(
-                "entropy_optimiser", adam([self.log_entropy_temperature], params.entropy_lr, device, compiled)
-            )
+            self.entropy_optimiser = adam([self.log_entropy_temperature], params.entropy_lr, device, compiled)
             self.target_entropy = (
                 params.target_entropy if params.target_entropy is not None else -float(self.action_size)
             )
-        self.target_critic = self.register("target_critic", frozen_copy(self.critic))
-        self.critic_optimiser = self.register(
-            "critic_optimiser", adam(self.critic.parameters(), params.critic_lr, device, compiled)
-        )
-        self.log_lagrange_multiplier = self.register(
-            "log_lagrange_multiplier", nn.Parameter(torch.zeros((), device=device))
-        )
-        self.lagrange_optimiser = self.register(
-            "lagrange_optimiser", adam([self.log_lagrange_multiplier], params.lagrange_lr, device, compiled)
-        )
+            self.register("actor", "actor_optimiser", "log_entropy_temperature", "entropy_optimiser")
+        self.target_critic = frozen_copy(self.critic)
+        self.critic_optimiser = adam(self.critic.parameters(), params.critic_lr, device, compiled)
+        self.log_lagrange_multiplier = nn.Parameter(torch.zeros((), device=device))
+        self.lagrange_optimiser = adam([self.log_lagrange_multiplier], params.lagrange_lr, device, compiled)
+        self.register("critic", "target_critic", "critic_optimiser", "log_lagrange_multiplier", "lagrange_optimiser")
         step = self._discrete_step if self.discrete else self._continuous_step
         self._update = compile_update(step, device, compiled)
 

@@ -47,37 +47,34 @@ class IQL(OfflineAlgorithm):
         params, spec, device, total_steps = self.params, self.spec, self.device, self.total_steps
         hidden = params.hidden_sizes
         observation_size = spec.observation.size
-        critic: nn.Module
-        actor: nn.Module
+        self.critic: nn.Module
+        self.actor: nn.Module
         if isinstance(spec.action, DiscreteActionSpec):
-            critic = DiscreteQEnsemble(observation_size, spec.action.n, hidden)
-            actor = CategoricalActor(observation_size, spec.action.n, hidden)
+            self.critic = DiscreteQEnsemble(observation_size, spec.action.n, hidden)
+            self.actor = CategoricalActor(observation_size, spec.action.n, hidden)
         else:
             action_size = spec.action.size
-            critic = ContinuousQEnsemble(observation_size, action_size, hidden)
+            self.critic = ContinuousQEnsemble(observation_size, action_size, hidden)
             if params.actor == "gaussian":
-                actor = GaussianActor(observation_size, action_size, hidden)
+                self.actor = GaussianActor(observation_size, action_size, hidden)
             else:
-                actor = DeterministicActor(observation_size, action_size, hidden)
-        self.critic = self.register("critic", critic.to(device))
-        self.actor = self.register("actor", actor.to(device))
-        self.value = self.register("value", ValueNetwork(observation_size, hidden).to(device))
-        self.target_critic = self.register("target_critic", frozen_copy(self.critic))
+                self.actor = DeterministicActor(observation_size, action_size, hidden)
+        self.value = ValueNetwork(observation_size, hidden)
+        self.critic.to(device)
+        self.actor.to(device)
+        self.value.to(device)
+        self.target_critic = frozen_copy(self.critic)
+        self.register("critic", "target_critic", "value", "actor")
 
         compiled = params.compile
-        self.critic_optimiser = self.register(
-            "critic_optimiser", adam(self.critic.parameters(), params.critic_lr, device, compiled)
-        )
-        self.value_optimiser = self.register(
-            "value_optimiser", adam(self.value.parameters(), params.value_lr, device, compiled)
-        )
-        self.actor_optimiser = self.register(
-            "actor_optimiser", adam(self.actor.parameters(), params.actor_lr, device, compiled)
-        )
+        self.critic_optimiser = adam(self.critic.parameters(), params.critic_lr, device, compiled)
+        self.value_optimiser = adam(self.value.parameters(), params.value_lr, device, compiled)
+        self.actor_optimiser = adam(self.actor.parameters(), params.actor_lr, device, compiled)
+        self.register("critic_optimiser", "value_optimiser", "actor_optimiser")
         self.actor_schedule: CosineAnnealingLR | None = None
         if params.actor_schedule == "cosine":
-            schedule = CosineAnnealingLR(self.actor_optimiser, T_max=max(total_steps, 1))
-            self.actor_schedule = self.register("actor_schedule", schedule)
+            self.actor_schedule = CosineAnnealingLR(self.actor_optimiser, T_max=max(total_steps, 1))
+            self.register("actor_schedule")
         self._update = compile_update(self._update_step, device, compiled)
 
     def _q_of_batch(self, critic: nn.Module, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

@@ -235,7 +235,7 @@ def behaviour_loss(
     deterministic one. BC minimises the mean; IQL weights each sample by exp(beta A) first.
     """
     if isinstance(actor, CategoricalActor):
-        # torch's fused mean rather than .mean() of the per-sample losses: it sums in another order
+        # torch's own mean, not .mean() of the per-sample losses, which sums in another order (BC's numbers)
         return F.cross_entropy(actor(observations), actions, reduction=reduction)
     if isinstance(actor, GaussianActor):
         per_sample = -actor.log_prob(observations, actions)

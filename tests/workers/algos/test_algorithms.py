@@ -104,12 +104,15 @@ def test_optimisers_are_every_optimiser_the_algorithm_holds(variant_data):
     assert held and {id(optimiser) for optimiser in algorithm.optimisers()} == {id(optimiser) for optimiser in held}
 
 
-def test_a_part_registered_twice_is_refused(small_pendulum):
+def test_only_parts_registered_once_are_accepted(small_pendulum):
     algorithm = make_algorithm("bc", {}, PENDULUM_SPEC, Normalisation.from_arrays(small_pendulum), "cpu", 0, 10)
     with pytest.raises(ValueError, match="'actor' twice"):
-        algorithm.register("actor", torch.nn.Linear(1, 1))
+        algorithm.register("actor")
     with pytest.raises(ValueError, match="'step' twice"):
-        algorithm.register("step", torch.nn.Linear(1, 1))
+        algorithm.register("step")
+    with pytest.raises(TypeError, match="'normalisation' is a Normalisation"):
+        algorithm.register("normalisation")
+    assert set(algorithm.state_dict()) == {"step", "actor", "optimiser"}
 
 
 def test_only_combo_prepares_anything(small_pendulum):
