@@ -374,7 +374,7 @@ def run_train(session: JobSession, device: str, options: WorkerOptions) -> JobCo
 
 @dataclass(frozen=True)
 class StoredParts:
-    """What `prepare` builds per dataset version (COMBO's dynamics model), kept with the service for the job's version."""
+    """`PreparedParts` kept with the service, beside the job's dataset version (COMBO's dynamics model)."""
 
     session: JobSession
 
