@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/quality.py [--seeds 0 1] [--scale 1.0]
 
 Datasets, generated here:
-- pendulum-medium: Pendulum-v1, 50 episodes of workers/behaviour.py's noisy swing-up (10,000 rows).
+- pendulum-medium: Pendulum-v1, 50 episodes of workers/rollouts/behaviour.py's noisy swing-up (10,000 rows).
 - inverted-pendulum-medium: InvertedPendulum-v5 (MuJoCo), 60 episodes of a balancing linear controller
   run through workers/collect.py with Gaussian noise of 0.3 half-ranges; it falls over after 20 to
   1000 steps (about 15,000 rows).
@@ -12,7 +12,7 @@ Both sides train the same number of steps with the same short-run settings as te
 test_learning.py (64-unit networks, policy learning rate 1e-3, CQL's temperature starting at 0.1 with
 learning rate 1e-3; everything else at each library's defaults for the algorithm, with observations
 standardised, actions scaled to [-1, 1] and rewards scaled by the return spread on both sides).
-Each policy is evaluated by workers/evaluate.py on the same seeded episodes; d3rlpy's comes back as
+Each policy is evaluated by workers/rollouts/evaluate.py on the same seeded episodes; d3rlpy's comes back as
 the TorchScript policy it saves. d3rlpy trains in a subprocess of .venv-bench beside our runs.
 """
 

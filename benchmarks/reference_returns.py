@@ -1,4 +1,4 @@
-"""Measures the random and expert returns behind workers/evaluate.py's REFERENCE_RETURNS.
+"""Measures the random and expert returns behind workers/rollouts/evaluate.py's REFERENCE_RETURNS.
 
     .venv/bin/python benchmarks/reference_returns.py [--episodes 100]
 

@@ -19,7 +19,7 @@ Each policy is evaluated by `workers.rollouts.evaluate.evaluate` on the same see
 mean ± std over seeds, and each row's gain over offline alone at the same step count: the return
 difference (paired by seed) and the ratio of D4RL-style normalised scores (random 0, expert 100).
 
-The logged data is deliberately weak: 10 episodes of workers/behaviour.py's swing-up with torque noise,
+The logged data is deliberately weak: 10 episodes of workers/rollouts/behaviour.py's swing-up with torque noise,
 90% of its steps replaced by uniformly random torques, so offline IQL stays mediocre however long it
 trains and online data can help. (With 60% random steps, offline IQL given the loop's gradient steps
 already matched the loop: there, more steps on the same data, not more data, was what was missing.)
@@ -39,8 +39,8 @@ import pyarrow as pa
 import torch
 
 from schemas.jobs import GaussianExploration
-from workers.algos.base import OfflineAlgorithm, TransitionArrays
-from workers.algos.data import arrays_from_arrow, episode_returns
+from workers.algos.base import OfflineAlgorithm
+from workers.algos.data import TransitionArrays, arrays_from_arrow, episode_returns
 from workers.algos.replay import training_replay
 from workers.algos.training import fit, make_algorithm, train
 from workers.rollouts.behaviour import PENDULUM_SPEC, noisy_pendulum_controller, rollout
@@ -96,7 +96,7 @@ def fine_tune(
     online_fraction: float | None = None,
 ) -> OfflineAlgorithm:
     """A `train` job with `parent_policy` (and `online_fraction`, given the rows `online` marks) as
-    workers/worker.py's `run_train` runs it, minus the service.
+    workers/runtime/train.py's `run_train` runs it, minus the service.
 
     The child takes the parent's parameters and normalisation. The deep copy stands for the worker's
     round trip of the parent's state through a file: the child must not share optimiser moments with

@@ -54,7 +54,7 @@ def measure_ours(algorithm: str, arrays: dict[str, np.ndarray], steps: int, warm
     import torch
 
     from schemas.dataset import ContinuousActionSpec, DatasetSpec, ObservationSpec
-    from workers.algos.base import Normalisation, TransitionArrays
+    from workers.algos.data import Normalisation, TransitionArrays
     from workers.algos.replay import ReplayBuffer
     from workers.algos.training import make_algorithm, train
 

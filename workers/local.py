@@ -50,8 +50,7 @@ def fit_file(
     import torch
 
     from workers import files
-    from workers.algos.base import Normalisation
-    from workers.algos.data import arrays_from_arrow
+    from workers.algos.data import Normalisation, arrays_from_arrow
     from workers.algos.export import export_policy
     from workers.algos.training import fit
 

@@ -1,4 +1,4 @@
-"""The app on a temporary data directory, its catalog on SQLite or PostgreSQL, and rows to upload."""
+"""The app on a temporary data directory, its catalog on SQLite or PostgreSQL, and upload bodies."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -28,46 +27,6 @@ HOPPER = {
     "env_id": "Hopper-v5",
 }
 GRID = {"name": "grid", "observation": {"shape": [2, 2]}, "action": {"kind": "discrete", "n": 4}}
-
-
-def rows(
-    episodes: int = 2,
-    length: int = 5,
-    first_episode: int = 0,
-    first_step: int = 0,
-    observation_size: int = 11,
-    action_size: int | None = 3,
-    end: str = "terminal",
-    seed: int = 0,
-    source: str | None = None,
-) -> pa.Table:
-    """Whole episodes (the last row ends each, by `end`: terminal, truncated or none) as an upload table."""
-    rng = np.random.default_rng(seed)
-    n = episodes * length
-    step = np.tile(np.arange(first_step, first_step + length), episodes).astype(np.int32)
-    last = np.tile(np.arange(length) == length - 1, episodes)
-
-    def vectors(size: int) -> pa.FixedSizeListArray:
-        return pa.FixedSizeListArray.from_arrays(pa.array(rng.normal(size=n * size).astype(np.float32)), size)
-
-    action = (
-        pa.FixedSizeListArray.from_arrays(pa.array(rng.uniform(-1, 1, n * action_size).astype(np.float32)), action_size)
-        if action_size
-        else pa.array(rng.integers(0, 4, n), pa.int64())
-    )
-    columns: dict[str, Any] = {
-        "episode_id": pa.array(first_episode + np.repeat(np.arange(episodes), length), pa.int64()),
-        "step": pa.array(step),
-        "observation": vectors(observation_size),
-        "action": action,
-        "reward": pa.array(rng.normal(size=n).astype(np.float32)),
-        "next_observation": vectors(observation_size),
-        "terminal": pa.array(last & (end == "terminal")),
-        "truncated": pa.array(last & (end == "truncated")),
-    }
-    if source is not None:
-        columns["source"] = pa.array([source] * n)
-    return pa.table(columns)
 
 
 def arrow_body(table: pa.Table) -> bytes:

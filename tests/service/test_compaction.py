@@ -15,7 +15,8 @@ from fastapi.testclient import TestClient
 
 from service.compaction import Compaction
 from service.datasets import Datasets
-from tests.service.conftest import ADMIN, HOPPER, MakeClient, append, rows
+from tests.factories import upload_rows as rows
+from tests.service.conftest import ADMIN, HOPPER, MakeClient, append
 
 APPENDS = 20
 ROWS_PER_APPEND = 4

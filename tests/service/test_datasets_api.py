@@ -13,7 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from schemas.transition import CLIENT_COLUMNS
-from tests.service.conftest import ADMIN, GRID, HOPPER, MakeClient, append, rows
+from tests.factories import upload_rows as rows
+from tests.service.conftest import ADMIN, GRID, HOPPER, MakeClient, append
 
 
 def bearer(token: str) -> dict[str, str]:

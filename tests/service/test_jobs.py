@@ -19,7 +19,8 @@ from sqlalchemy import func, select
 from service.catalog.jobs import DynamicsRow
 from service.catalog.tables import DatasetRow, EpisodeRow, FileRow, TagRow, VersionRow
 
-from tests.service.conftest import ADMIN, ARROW, GRID, HOPPER, MakeClient, append, arrow_body, rows
+from tests.factories import upload_rows as rows
+from tests.service.conftest import ADMIN, ARROW, GRID, HOPPER, MakeClient, append, arrow_body
 
 LEASE = "Replaybank-Lease"
 IQL = {"kind": "train", "algorithm": "iql", "dataset": "hopper", "steps": 100, "seed": 3}

@@ -11,7 +11,7 @@ import pytest
 from schemas.dataset import DatasetSpec
 from schemas.http import JSON
 from service import uploads
-from tests.service.conftest import rows
+from tests.factories import upload_rows as rows
 
 SPEC = DatasetSpec.model_validate(
     {"observation": {"shape": [11]}, "action": {"kind": "continuous", "shape": [3], "low": [-1, -1, -1], "high": [1, 1, 1]}}

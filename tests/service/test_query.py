@@ -9,7 +9,8 @@ import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.service.conftest import ADMIN, HOPPER, MakeClient, append, rows
+from tests.factories import upload_rows as rows
+from tests.service.conftest import ADMIN, HOPPER, MakeClient, append
 
 
 @pytest.fixture

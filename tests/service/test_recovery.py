@@ -8,7 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.catalog import Catalog
-from tests.service.conftest import ADMIN, HOPPER, MakeClient, append, rows
+from tests.factories import upload_rows as rows
+from tests.service.conftest import ADMIN, HOPPER, MakeClient, append
 
 
 def fail_next_catalog_write(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:

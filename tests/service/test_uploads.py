@@ -10,7 +10,8 @@ import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.service.conftest import ADMIN, ARROW, GRID, PARQUET, MakeClient, append, arrow_body, json_body, parquet_body, rows
+from tests.factories import upload_rows as rows
+from tests.service.conftest import ADMIN, ARROW, GRID, PARQUET, MakeClient, append, arrow_body, json_body, parquet_body
 
 
 def data_files(client: TestClient) -> list[Path]:

@@ -1,72 +1,36 @@
-"""What every offline algorithm offers, and the arrays it trains on.
+"""What every offline algorithm offers, and the parts its training state is made of.
 
-Algorithm files (iql.py, cql.py, combo.py, bc.py) subclass `OfflineAlgorithm`; the training loop,
+Algorithm files (iql.py, cql.py, combo.py, bc.py) subclass `OfflineAlgorithm` and `register` the
+attributes holding their networks, target networks, optimisers, schedules and learnable scalars once;
+`state_dict`, `load_state_dict` and `optimisers` are built from that registry. The training loop,
 export and the workers only use this interface.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
-import numpy as np
 import torch
 from pydantic import BaseModel
 from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
 
 from schemas.dataset import ContinuousActionSpec, DatasetSpec, DiscreteActionSpec
+from workers.algos.data import Normalisation, TransitionArrays
+
+Part = nn.Module | Optimizer | LRScheduler | nn.Parameter
+"""What an algorithm registers: a network, an optimiser, a learning-rate schedule or a learnable scalar."""
 
 
-@dataclass(frozen=True)
-class TransitionArrays:
-    """A whole dataset version as flat numpy arrays (observations flattened row-major)."""
+class PreparedParts(Protocol):
+    """Where `prepare` finds what an earlier run built for the same dataset version, and leaves what it
+    builds, as blobs under keys the algorithm names (the worker keeps them with the service)."""
 
-    observations: np.ndarray  # float32 [N, obs_size]
-    actions: np.ndarray  # float32 [N, action_size] (continuous) or int64 [N] (discrete)
-    rewards: np.ndarray  # float32 [N]
-    next_observations: np.ndarray  # float32 [N, obs_size]
-    terminals: np.ndarray  # bool [N]: the episode ended in the environment; no bootstrap
-    truncateds: np.ndarray  # bool [N]: the episode was cut (timeout); bootstrap from next_observation
-    episode_ids: np.ndarray  # int64 [N]
-    steps: np.ndarray  # int32 [N]
+    def get(self, key: str) -> bytes | None: ...
 
-    def __len__(self) -> int:
-        return len(self.rewards)
-
-    def subset(self, rows: np.ndarray) -> TransitionArrays:
-        """The rows a boolean mask (or an index array) picks, in order."""
-        return TransitionArrays(**{field.name: getattr(self, field.name)[rows] for field in fields(self)})
-
-    @classmethod
-    def from_arrow(cls, table: Any) -> TransitionArrays:
-        """From a `pyarrow.Table` with DESIGN's transition columns (see `workers.algos.data`)."""
-        from workers.algos.data import arrays_from_arrow
-
-        return arrays_from_arrow(table)
-
-
-@dataclass(frozen=True)
-class Normalisation:
-    """Observation standardisation and reward scaling, fixed before training starts."""
-
-    observation_mean: np.ndarray  # float32 [obs_size]
-    observation_std: np.ndarray  # float32 [obs_size], never below a small floor
-    reward_scale: float  # rewards are multiplied by this before the Bellman target
-
-    @classmethod
-    def from_arrays(cls, data: TransitionArrays) -> Normalisation:
-        """Statistics of the arrays themselves (see `workers.algos.data` for the reward scale)."""
-        from workers.algos.data import normalisation_from_arrays
-
-        return normalisation_from_arrays(data)
-
-    @classmethod
-    def from_statistics(cls, statistics: dict[str, Any]) -> Normalisation:
-        """From a version's statistics (`VersionStats.model_dump()`), as the service computed them."""
-        from workers.algos.data import normalisation_from_statistics
-
-        return normalisation_from_statistics(statistics)
+    def put(self, key: str, blob: bytes) -> None: ...
 
 
 class OfflineAlgorithm(ABC):
@@ -100,13 +64,32 @@ class OfflineAlgorithm(ABC):
         self.seed = seed
         self.total_steps = total_steps
         self.step = 0
+        self._part_names: list[str] = []
         # Networks are initialised and noise drawn from torch's global RNG; training checkpoints it.
         torch.manual_seed(seed)
         self._build()
 
     @abstractmethod
     def _build(self) -> None:
-        """Networks, optimisers and the update, from `params`, `spec` and `normalisation`, on `device`."""
+        """Networks, optimisers and the update, from `params`, `spec` and `normalisation`, on `device`;
+        every part of the training state goes through `register`."""
+
+    def register(self, *names: str) -> None:
+        """Make the attributes `names` (networks, optimisers, schedules, learnable scalars) part of the
+        training state, each saved under its name."""
+        for name in names:
+            if name in self._part_names or name == "step":
+                raise ValueError(f"{type(self).__name__} registers {name!r} twice")
+            if not isinstance(getattr(self, name), Part):
+                raise TypeError(f"{name!r} is a {type(getattr(self, name)).__name__}, not a part of training state")
+            self._part_names.append(name)
+
+    def _parts(self) -> dict[str, Part]:
+        return {name: getattr(self, name) for name in self._part_names}
+
+    def optimisers(self) -> list[Optimizer]:
+        """The registered optimisers, in the order they were registered."""
+        return [part for part in self._parts().values() if isinstance(part, Optimizer)]
 
     @property
     def discrete(self) -> bool:
@@ -117,11 +100,13 @@ class OfflineAlgorithm(ABC):
         assert isinstance(self.spec.action, ContinuousActionSpec)
         return self.spec.action
 
-    def prepare(self, data: TransitionArrays) -> None:
-        """Work done once before the gradient steps (COMBO trains or loads its dynamics here).
+    def prepare(self, data: TransitionArrays, parts: PreparedParts | None = None) -> dict[str, str]:
+        """Work done once before the gradient steps (COMBO trains or reuses its dynamics model here).
 
+        Returns what it did, part by part (e.g. `{"dynamics": "reused"}`); nothing for most algorithms.
         Not called again on resume: what it builds belongs in `state_dict`.
         """
+        return {}
 
     @abstractmethod
     def update(self, batch: Any) -> dict[str, torch.Tensor]:
@@ -131,20 +116,22 @@ class OfflineAlgorithm(ABC):
     def policy(self) -> nn.Module:
         """The deterministic deployed policy: raw float32 [N, *obs_shape] -> action in the dataset's space."""
 
-    @abstractmethod
     def state_dict(self) -> dict[str, Any]:
-        """Networks, optimisers, schedules and the step counter: enough to resume bit-identically."""
+        """Every registered part and the step counter: enough to resume bit-identically."""
+        state: dict[str, Any] = {"step": self.step}
+        for name, part in self._parts().items():
+            state[name] = part.detach().clone() if isinstance(part, nn.Parameter) else part.state_dict()
+        return state
 
-    @abstractmethod
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-def array_to_device(array: np.ndarray, device: torch.device | str, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """A numpy array as a tensor on `device`, copied first when read-only.
-
-    Arrays viewing Arrow buffers (a pulled version) are read-only, which torch.from_numpy warns about.
-    """
-    array = np.ascontiguousarray(array)
-    if not array.flags.writeable:
-        array = array.copy()
-    return torch.from_numpy(array).to(device=device, dtype=dtype)
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """The parts back from `state_dict`; a schedule saved as None keeps its fresh start (fine-tuning)."""
+        self.step = state["step"]
+        for name, part in self._parts().items():
+            if isinstance(part, nn.Parameter):
+                with torch.no_grad():
+                    part.copy_(state[name])
+            elif isinstance(part, LRScheduler):
+                if state.get(name) is not None:
+                    part.load_state_dict(state[name])
+            else:
+                part.load_state_dict(state[name])

@@ -7,16 +7,21 @@ negative log-likelihood; discrete actions: cross-entropy. Parameters: `schemas.a
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from schemas.algorithms import BCParams
 from schemas.dataset import DiscreteActionSpec
 from workers.algos.base import OfflineAlgorithm
-from workers.algos.nets import CategoricalActor, DeployedPolicy, DeterministicActor, GaussianActor, adam, compile_update
+from workers.algos.nets import (
+    CategoricalActor,
+    DeployedPolicy,
+    DeterministicActor,
+    GaussianActor,
+    adam,
+    behaviour_loss,
+    compile_update,
+)
 from workers.algos.replay import Batch
 
 
@@ -37,17 +42,11 @@ class BC(OfflineAlgorithm):
             self.actor = DeterministicActor(observation_size, spec.action.size, params.hidden_sizes)
         self.actor.to(device)
         self.optimiser = adam(self.actor.parameters(), params.actor_lr, device, params.compile)
+        self.register("actor", "optimiser")
         self._update = compile_update(self._update_step, device, params.compile)
 
-    def _loss(self, batch: Batch) -> torch.Tensor:
-        if self.discrete:
-            return F.cross_entropy(self.actor(batch.observations), batch.actions)
-        if isinstance(self.actor, GaussianActor):
-            return -self.actor.log_prob(batch.observations, batch.actions).mean()
-        return (self.actor(batch.observations) - batch.actions).square().sum(-1).mean()
-
     def _update_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        loss = self._loss(batch)
+        loss = behaviour_loss(self.actor, batch.observations, batch.actions, reduction="mean")
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self.optimiser.step()
@@ -58,11 +57,3 @@ class BC(OfflineAlgorithm):
 
     def policy(self) -> nn.Module:
         return DeployedPolicy(self.actor, self.spec, self.normalisation)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "actor": self.actor.state_dict(), "optimiser": self.optimiser.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.step = state["step"]
-        self.actor.load_state_dict(state["actor"])
-        self.optimiser.load_state_dict(state["optimiser"])

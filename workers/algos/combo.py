@@ -14,9 +14,10 @@ exactly; with the paper's sizes the model buffer holds 1.25M transitions, which 
 
 The dynamics model depends only on the dataset version and the dynamics parameters (it trains from a fixed
 seed, without touching the run's RNG), so a saved one can be handed to any later run on the same version:
-`load_dynamics(blob)` before `prepare` skips the training, `dynamics_bytes()` gives it back for storing, and
-`dynamics_key()` names the parameters it was trained with. `prepare` after `load_state_dict` (fine-tuning)
-trains a model for the new data unless one is supplied. Parameters and defaults:
+`prepare(data, parts)` looks for one in `parts` under `dynamics_key()` (which names the parameters it was
+trained with) and stores the one it trains there otherwise; `load_dynamics(blob)` before `prepare` supplies
+one directly, and `dynamics_bytes()` gives it back. `prepare` after `load_state_dict` (fine-tuning) trains
+a model for the new data unless one is supplied. Parameters and defaults:
 `schemas.algorithms.COMBOParams`. Continuous actions only.
 """
 
@@ -30,8 +31,9 @@ import numpy as np
 import torch
 
 from schemas.algorithms import COMBOParams
-from workers.algos.base import TransitionArrays
+from workers.algos.base import PreparedParts
 from workers.algos.cql import CQL
+from workers.algos.data import TransitionArrays
 from workers.algos.dynamics import DynamicsModel, fit_dynamics
 from workers.algos.replay import Batch, ReplayBuffer
 
@@ -102,13 +104,19 @@ class COMBO(CQL):
             raise RuntimeError("no dynamics model yet: call prepare first")
         return self.dynamics.to_bytes()
 
-    def prepare(self, data: TransitionArrays) -> None:
-        """Train the dynamics model on `data` unless `load_dynamics` supplied one, and start the rollouts afresh.
+    def prepare(self, data: TransitionArrays, parts: PreparedParts | None = None) -> dict[str, str]:
+        """Train the dynamics model on `data` unless `parts` holds one under `dynamics_key()` or `load_dynamics`
+        supplied one, and start the rollouts afresh; a model trained here goes to `parts`.
 
         Also when fine-tuning (after `load_state_dict` of a parent run): the parent's model and rollouts
-        belong to the parent's data.
+        belong to the parent's data. Says whether the dynamics model was "reused" or "trained".
         """
-        if self._supplied_dynamics is not None:
+        key = self.dynamics_key()
+        stored = parts.get(key) if parts is not None else None
+        if stored is not None:
+            self.load_dynamics(stored)
+        reused = self._supplied_dynamics is not None
+        if reused:
             self.dynamics, self.dynamics_summary = self._supplied_dynamics, {}
         else:
             self.dynamics, self.dynamics_summary = fit_dynamics(
@@ -131,6 +139,9 @@ class COMBO(CQL):
         chosen = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.seed))[:count].numpy()
         observations = torch.as_tensor(np.ascontiguousarray(data.observations[chosen]), device=self.device)
         self._remember_start_states((observations - self.observation_mean) / self.observation_std)
+        if not reused and parts is not None:
+            parts.put(key, self.dynamics_bytes())
+        return {"dynamics": "reused" if reused else "trained"}
 
     # the update
 
@@ -143,21 +154,19 @@ class COMBO(CQL):
             self._rollout()
         size = batch.rewards.shape[0]
         real_rows = round(size * self.params.real_ratio)
-        mixed = Batch.cat(Batch(*(part[:real_rows] for part in batch)), self.model_buffer.sample(size - real_rows))
-        return self._update(mixed)
-
-    def _continuous_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """CQL's SAC step on the mixed batch, conservative on model states; the first rows are the real ones."""
-        real_rows = round(batch.rewards.shape[0] * self.params.real_ratio)
-        metrics = self._update_actor(batch)
-        target = self._soft_target(batch, metrics["entropy_temperature"])
-        q = self.critic(batch.observations, batch.actions)
-        model_rows = Batch(*(part[real_rows:] for part in batch))
-        push_down = torch.logsumexp(self._proposal_q(model_rows), dim=-1).mean(-1)
-        push_up = q[:, :real_rows].mean(-1)
-        metrics.update(self._critic_step(q, target, push_down - push_up))
+        model_rows = self.model_buffer.sample(size - real_rows)
+        metrics = self._update(Batch.cat(Batch(*(part[:real_rows] for part in batch)), model_rows))
         metrics["model_reward_mean"] = model_rows.rewards.mean()
         return metrics
+
+    def _conservative_gap(self, batch: Batch, q_data: torch.Tensor) -> torch.Tensor:
+        """CQL's gap on the mixed batch: Q pushed down at the model's states (logsumexp over the proposals)
+        and up on the dataset's rows, which are the batch's first `real_ratio` share (see `update`)."""
+        real_rows = round(batch.rewards.shape[0] * self.params.real_ratio)
+        model_rows = Batch(*(part[real_rows:] for part in batch))
+        push_down = torch.logsumexp(self._proposal_q(model_rows), dim=-1).mean(-1)
+        push_up = q_data[:, :real_rows].mean(-1)
+        return push_down - push_up
 
     # rollouts: may synchronise with the host (a few times per refresh, not per step)
 

@@ -12,7 +12,6 @@ Parameters and defaults: `schemas.algorithms.CQLParams`.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import nn
@@ -70,10 +69,12 @@ class CQL(OfflineAlgorithm):
             self.target_entropy = (
                 params.target_entropy if params.target_entropy is not None else -float(self.action_size)
             )
+            self.register("actor", "actor_optimiser", "log_entropy_temperature", "entropy_optimiser")
         self.target_critic = frozen_copy(self.critic)
         self.critic_optimiser = adam(self.critic.parameters(), params.critic_lr, device, compiled)
         self.log_lagrange_multiplier = nn.Parameter(torch.zeros((), device=device))
         self.lagrange_optimiser = adam([self.log_lagrange_multiplier], params.lagrange_lr, device, compiled)
+        self.register("critic", "target_critic", "critic_optimiser", "log_lagrange_multiplier", "lagrange_optimiser")
         step = self._discrete_step if self.discrete else self._continuous_step
         self._update = compile_update(step, device, compiled)
 
@@ -134,9 +135,15 @@ class CQL(OfflineAlgorithm):
         metrics = self._update_actor(batch)
         target = self._soft_target(batch, metrics["entropy_temperature"])
         q_data = self.critic(batch.observations, batch.actions)
-        gap = conservative_gap(self._proposal_q(batch), q_data)
-        metrics.update(self._critic_step(q_data, target, gap))
+        metrics.update(self._critic_step(q_data, target, self._conservative_gap(batch, q_data)))
         return metrics
+
+    def _conservative_gap(self, batch: Batch, q_data: torch.Tensor) -> torch.Tensor:
+        """The term the critic keeps small, per critic [E]: logsumexp over the proposals minus Q on the data.
+
+        `q_data` [E, B] is Q at the batch's own actions. COMBO overrides this to push down at model states.
+        """
+        return conservative_gap(self._proposal_q(batch), q_data)
 
     # discrete actions: Q-learning + CQL(H)
 
@@ -190,33 +197,3 @@ class CQL(OfflineAlgorithm):
     def policy(self) -> nn.Module:
         head = MeanQHead(self.critic) if self.discrete else self.actor
         return DeployedPolicy(head, self.spec, self.normalisation)
-
-    def _parts(self) -> dict[str, Any]:
-        parts: dict[str, Any] = {
-            "critic": self.critic,
-            "target_critic": self.target_critic,
-            "critic_optimiser": self.critic_optimiser,
-            "lagrange_optimiser": self.lagrange_optimiser,
-        }
-        if not self.discrete:
-            parts.update(
-                actor=self.actor, actor_optimiser=self.actor_optimiser, entropy_optimiser=self.entropy_optimiser
-            )
-        return parts
-
-    def state_dict(self) -> dict[str, Any]:
-        state = {name: part.state_dict() for name, part in self._parts().items()}
-        state["step"] = self.step
-        state["log_lagrange_multiplier"] = self.log_lagrange_multiplier.detach().clone()
-        if not self.discrete:
-            state["log_entropy_temperature"] = self.log_entropy_temperature.detach().clone()
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for name, part in self._parts().items():
-            part.load_state_dict(state[name])
-        self.step = state["step"]
-        with torch.no_grad():
-            self.log_lagrange_multiplier.copy_(state["log_lagrange_multiplier"])
-            if not self.discrete:
-                self.log_entropy_temperature.copy_(state["log_entropy_temperature"])

@@ -1,4 +1,5 @@
-"""From Arrow transition tables to training arrays, and the normalisation fixed before training.
+"""The training arrays (`TransitionArrays`), how they come from Arrow tables and go to the device, and the
+normalisation fixed before training (`Normalisation`).
 
 Reward scale. Users' rewards come at any scale, and only a positive factor keeps the task the same
 (an offset changes what a terminal is worth), so rewards are multiplied, never shifted. The factor
@@ -13,18 +14,75 @@ Without a finished episode, the rewards' standard deviation stands in.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import torch
 
 from schemas.dataset import ContinuousActionSpec, DatasetSpec
 from schemas.transition import POLICY_SOURCE_PREFIX, transition_schema
-from workers.algos.base import Normalisation, TransitionArrays
 
 OBSERVATION_STD_FLOOR = 1e-3
 MAX_SCALED_REWARD = 10.0
+
+
+@dataclass(frozen=True)
+class TransitionArrays:
+    """A whole dataset version as flat numpy arrays (observations flattened row-major)."""
+
+    observations: np.ndarray  # float32 [N, obs_size]
+    actions: np.ndarray  # float32 [N, action_size] (continuous) or int64 [N] (discrete)
+    rewards: np.ndarray  # float32 [N]
+    next_observations: np.ndarray  # float32 [N, obs_size]
+    terminals: np.ndarray  # bool [N]: the episode ended in the environment; no bootstrap
+    truncateds: np.ndarray  # bool [N]: the episode was cut (timeout); bootstrap from next_observation
+    episode_ids: np.ndarray  # int64 [N]
+    steps: np.ndarray  # int32 [N]
+
+    def __len__(self) -> int:
+        return len(self.rewards)
+
+    def subset(self, rows: np.ndarray) -> TransitionArrays:
+        """The rows a boolean mask (or an index array) picks, in order."""
+        return TransitionArrays(**{field.name: getattr(self, field.name)[rows] for field in fields(self)})
+
+    @classmethod
+    def from_arrow(cls, table: pa.Table) -> TransitionArrays:
+        """From a `pyarrow.Table` with DESIGN's transition columns (`arrays_from_arrow`)."""
+        return arrays_from_arrow(table)
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Observation standardisation and reward scaling, fixed before training starts."""
+
+    observation_mean: np.ndarray  # float32 [obs_size]
+    observation_std: np.ndarray  # float32 [obs_size], never below a small floor
+    reward_scale: float  # rewards are multiplied by this before the Bellman target
+
+    @classmethod
+    def from_arrays(cls, data: TransitionArrays) -> Normalisation:
+        """Statistics of the arrays themselves (`normalisation_from_arrays`)."""
+        return normalisation_from_arrays(data)
+
+    @classmethod
+    def from_statistics(cls, statistics: Mapping[str, Any]) -> Normalisation:
+        """From a version's statistics (`VersionStats.model_dump()`), as the service computed them."""
+        return normalisation_from_statistics(statistics)
+
+
+def array_to_device(array: np.ndarray, device: torch.device | str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A numpy array as a tensor on `device`, copied first when read-only.
+
+    Arrays viewing Arrow buffers (a pulled version) are read-only, which torch.from_numpy warns about.
+    """
+    array = np.ascontiguousarray(array)
+    if not array.flags.writeable:
+        array = array.copy()
+    return torch.from_numpy(array).to(device=device, dtype=dtype)
 
 
 def arrays_from_arrow(table: pa.Table) -> TransitionArrays:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workers.algos.base import TransitionArrays, array_to_device
+from workers.algos.data import TransitionArrays, array_to_device
 from workers.algos.nets import EnsembleMLP
 
 LOG_VARIANCE_BOUND_WEIGHT = 0.01

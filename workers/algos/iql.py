@@ -8,11 +8,9 @@ clipped. Parameters and defaults: `schemas.algorithms.IQLParams`.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from schemas.algorithms import IQLParams
 from schemas.dataset import DiscreteActionSpec
@@ -26,6 +24,7 @@ from workers.algos.nets import (
     GaussianActor,
     ValueNetwork,
     adam,
+    behaviour_loss,
     compile_update,
     frozen_copy,
     soft_update_,
@@ -65,16 +64,17 @@ class IQL(OfflineAlgorithm):
         self.actor.to(device)
         self.value.to(device)
         self.target_critic = frozen_copy(self.critic)
+        self.register("critic", "target_critic", "value", "actor")
 
         compiled = params.compile
         self.critic_optimiser = adam(self.critic.parameters(), params.critic_lr, device, compiled)
         self.value_optimiser = adam(self.value.parameters(), params.value_lr, device, compiled)
         self.actor_optimiser = adam(self.actor.parameters(), params.actor_lr, device, compiled)
-        self.actor_schedule = (
-            torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_optimiser, T_max=max(total_steps, 1))
-            if params.actor_schedule == "cosine"
-            else None
-        )
+        self.register("critic_optimiser", "value_optimiser", "actor_optimiser")
+        self.actor_schedule: CosineAnnealingLR | None = None
+        if params.actor_schedule == "cosine":
+            self.actor_schedule = CosineAnnealingLR(self.actor_optimiser, T_max=max(total_steps, 1))
+            self.register("actor_schedule")
         self._update = compile_update(self._update_step, device, compiled)
 
     def _q_of_batch(self, critic: nn.Module, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -109,13 +109,7 @@ class IQL(OfflineAlgorithm):
 
     def _update_actor(self, batch: Batch, advantage: torch.Tensor) -> torch.Tensor:
         weight = torch.exp(self.params.temperature * advantage).clamp(max=self.params.max_advantage_weight)
-        if self.discrete:
-            per_sample = F.cross_entropy(self.actor(batch.observations), batch.actions, reduction="none")
-        elif isinstance(self.actor, GaussianActor):
-            per_sample = -self.actor.log_prob(batch.observations, batch.actions)
-        else:
-            per_sample = (self.actor(batch.observations) - batch.actions).square().sum(-1)
-        loss = (weight * per_sample).mean()
+        loss = (weight * behaviour_loss(self.actor, batch.observations, batch.actions)).mean()
         self.actor_optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self.actor_optimiser.step()
@@ -142,28 +136,3 @@ class IQL(OfflineAlgorithm):
 
     def policy(self) -> nn.Module:
         return DeployedPolicy(self.actor, self.spec, self.normalisation)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "critic": self.critic.state_dict(),
-            "target_critic": self.target_critic.state_dict(),
-            "value": self.value.state_dict(),
-            "actor": self.actor.state_dict(),
-            "critic_optimiser": self.critic_optimiser.state_dict(),
-            "value_optimiser": self.value_optimiser.state_dict(),
-            "actor_optimiser": self.actor_optimiser.state_dict(),
-            "actor_schedule": self.actor_schedule.state_dict() if self.actor_schedule is not None else None,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.step = state["step"]
-        self.critic.load_state_dict(state["critic"])
-        self.target_critic.load_state_dict(state["target_critic"])
-        self.value.load_state_dict(state["value"])
-        self.actor.load_state_dict(state["actor"])
-        self.critic_optimiser.load_state_dict(state["critic_optimiser"])
-        self.value_optimiser.load_state_dict(state["value_optimiser"])
-        self.actor_optimiser.load_state_dict(state["actor_optimiser"])
-        if self.actor_schedule is not None and state["actor_schedule"] is not None:
-            self.actor_schedule.load_state_dict(state["actor_schedule"])

@@ -11,13 +11,14 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterable, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from schemas.dataset import ContinuousActionSpec, DatasetSpec
-from workers.algos.base import Normalisation
+from workers.algos.data import Normalisation
 
 Activation = Callable[[], nn.Module]
 
@@ -224,6 +225,23 @@ class MeanQHead(nn.Module):
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         return self.critic(observations).mean(0)
+
+
+def behaviour_loss(
+    actor: nn.Module, observations: torch.Tensor, actions: torch.Tensor, reduction: Literal["none", "mean"] = "none"
+) -> torch.Tensor:
+    """How badly `actor` explains the dataset's actions, per sample [B] or (`reduction="mean"`) their mean:
+    cross-entropy for a categorical actor, negative log-likelihood for a Gaussian one, squared error for a
+    deterministic one. BC minimises the mean; IQL weights each sample by exp(beta A) first.
+    """
+    if isinstance(actor, CategoricalActor):
+        # torch's own mean, not .mean() of the per-sample losses, which sums in another order (BC's numbers)
+        return F.cross_entropy(actor(observations), actions, reduction=reduction)
+    if isinstance(actor, GaussianActor):
+        per_sample = -actor.log_prob(observations, actions)
+    else:
+        per_sample = (actor(observations) - actions).square().sum(-1)
+    return per_sample.mean() if reduction == "mean" else per_sample
 
 
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from schemas.dataset import ActionSpec, ContinuousActionSpec
-from workers.algos.base import Normalisation, TransitionArrays, array_to_device
+from workers.algos.data import Normalisation, TransitionArrays, array_to_device
 
 
 class Batch(NamedTuple):

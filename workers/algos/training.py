@@ -19,7 +19,8 @@ from pydantic import BaseModel
 from schemas.algorithms import ALGORITHM_PARAMS
 from schemas.dataset import DatasetSpec
 from workers.algos import ALGORITHMS
-from workers.algos.base import Normalisation, OfflineAlgorithm, TransitionArrays
+from workers.algos.base import OfflineAlgorithm
+from workers.algos.data import Normalisation, TransitionArrays
 from workers.algos.replay import Replay, training_replay
 
 CHECKPOINT_FORMAT = 1

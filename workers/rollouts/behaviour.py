@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 
 from schemas.dataset import DatasetSpec
-from workers.algos.base import TransitionArrays
+from workers.algos.data import TransitionArrays
 
 Controller = Callable[[np.ndarray, np.random.Generator], np.ndarray | int]
 

@@ -12,6 +12,7 @@ import json
 import logging
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,9 +21,8 @@ import torch
 
 from schemas.jobs import JobComplete, JobPublic
 from schemas.policies import POLICY_FILES
-from workers.algos.base import Normalisation, TransitionArrays
-from workers.algos.combo import COMBO
-from workers.algos.data import collected_by_policy
+from workers.algos.base import OfflineAlgorithm
+from workers.algos.data import Normalisation, TransitionArrays, collected_by_policy
 from workers.algos.export import export_policy
 from workers.algos.replay import training_replay
 from workers.algos.training import make_algorithm, restore, train
@@ -64,7 +64,7 @@ def run_train(session: JobSession, device: str, options: WorkerOptions) -> JobCo
     replay = training_replay(data, normalisation, spec.action, algorithm.device, job.seed, job.online_fraction, online)
 
     saved = client.get_checkpoint(job.id)
-    dynamics: str | None = None
+    prepared: dict[str, str] = {}
     if saved is not None:
         resumed_step, payload = saved
         restore(algorithm, replay, torch.load(io.BytesIO(payload), map_location=run_device, weights_only=True))
@@ -73,7 +73,7 @@ def run_train(session: JobSession, device: str, options: WorkerOptions) -> JobCo
         resumed_step = 0
         if parent_state is not None:
             start_from_parent(algorithm, parent_state)
-        dynamics = prepare_with_stored_dynamics(session, algorithm, data)
+        prepared = algorithm.prepare(data, StoredParts(session))
     start = time.monotonic()
     last_checkpoint = time.monotonic()
 
@@ -127,30 +127,24 @@ def run_train(session: JobSession, device: str, options: WorkerOptions) -> JobCo
         session.raise_if_abandoned()
         client.upload_policy(job.id, session.lease, folder)
     session.report(1.0, result.step, metrics)
-    outcome: dict[str, Any] = {"resumed_from_step": resumed_step, "step": result.step}
-    if dynamics is not None:
-        outcome["dynamics"] = dynamics
+    outcome: dict[str, Any] = {"resumed_from_step": resumed_step, "step": result.step, **prepared}
     return JobComplete(metrics=metrics, result=outcome)
 
 
-def prepare_with_stored_dynamics(session: JobSession, algorithm: Any, data: TransitionArrays) -> str | None:
-    """`prepare`, reusing COMBO's dynamics model for this dataset version when the service has one and
-    storing the one it trains otherwise; says which ('reused' or 'trained'), None without a model."""
-    if not isinstance(algorithm, COMBO):
-        algorithm.prepare(data)
-        return None
-    key = algorithm.dynamics_key()
-    stored = session.client.get_dynamics(session.job.id, key)
-    if stored is not None:
-        algorithm.load_dynamics(stored)
-    algorithm.prepare(data)
-    if stored is not None:
-        return "reused"
-    session.client.put_dynamics(session.job.id, session.lease, key, algorithm.dynamics_bytes())
-    return "trained"
+@dataclass(frozen=True)
+class StoredParts:
+    """`PreparedParts` kept with the service, beside the job's dataset version (COMBO's dynamics model)."""
+
+    session: JobSession
+
+    def get(self, key: str) -> bytes | None:
+        return self.session.client.get_dynamics(self.session.job.id, key)
+
+    def put(self, key: str, blob: bytes) -> None:
+        self.session.client.put_dynamics(self.session.job.id, self.session.lease, key, blob)
 
 
-def start_from_parent(algorithm: Any, state: dict[str, Any]) -> None:
+def start_from_parent(algorithm: OfflineAlgorithm, state: dict[str, Any]) -> None:
     """Fine-tuning: the parent's networks and optimiser moments, with a fresh step count and schedules.
 
     Learning-rate schedules restart, so a parent that finished a cosine decay still learns; the
@@ -159,10 +153,9 @@ def start_from_parent(algorithm: Any, state: dict[str, Any]) -> None:
     fresh = {name: (None if name.endswith("_schedule") else value) for name, value in state.items()}
     fresh["step"] = 0
     algorithm.load_state_dict(fresh)
-    for value in vars(algorithm).values():
-        if isinstance(value, torch.optim.Optimizer):
-            for group in value.param_groups:
-                group["lr"] = group.get("initial_lr", group["lr"])
+    for optimiser in algorithm.optimisers():
+        for group in optimiser.param_groups:
+            group["lr"] = group.get("initial_lr", group["lr"])
 
 
 def _normalisation_of_card(card: dict[str, Any]) -> Normalisation:

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
-from workers.algos.base import Normalisation, TransitionArrays
+from tests.factories import torch_threads
+from workers.algos.data import Normalisation, TransitionArrays
 from workers.rollouts.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC, cartpole_dataset, pendulum_dataset
 
 SMALL = {"hidden_sizes": [32, 32], "batch_size": 64}
+COMBO_SMALL = {
+    **SMALL,
+    "sampled_actions": 2,
+    "rollout_batch_size": 100,
+    "rollout_length": 3,
+    "rollout_interval": 10,
+    "model_retain_refreshes": 2,
+    "dynamics_hidden_sizes": [32, 32],
+    "dynamics_batch_size": 64,
+    "max_dynamics_epochs": 3,
+}
 
 VARIANTS = {
     # id: (algorithm, discrete actions?, params)
@@ -21,15 +32,14 @@ VARIANTS = {
     "bc": ("bc", False, SMALL),
     "bc-nll": ("bc", False, {**SMALL, "loss": "nll"}),
     "bc-discrete": ("bc", True, SMALL),
+    "combo": ("combo", False, COMBO_SMALL),
 }
 
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Every algorithm through the same checks: update, policy, resume, terminal vs truncated."""
+"""Every algorithm through the same checks: update, policy, resume, its registered parts, terminal vs truncated."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 from schemas.dataset import ContinuousActionSpec
 from workers.algos import ALGORITHMS
-from workers.algos.base import Normalisation, TransitionArrays
+from workers.algos.data import Normalisation, TransitionArrays
 from workers.algos.replay import ReplayBuffer
 from workers.algos.training import checkpoint, make_algorithm, restore, train
 from workers.rollouts.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC
@@ -18,10 +18,13 @@ from workers.rollouts.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC
 from .conftest import VARIANTS
 
 
-def build(variant_data, seed=0, total_steps=100):
+def build(variant_data, seed=0, total_steps=100, prepare=True):
+    """An algorithm and its replay, prepared as `fit` does for a fresh run (a resumed one is not)."""
     name, spec, data, normalisation, params = variant_data
     algorithm = make_algorithm(name, params, spec, normalisation, "cpu", seed, total_steps=total_steps)
     replay = ReplayBuffer.from_arrays(data, normalisation, spec.action, algorithm.device, seed)
+    if prepare:
+        algorithm.prepare(data)
     return algorithm, replay
 
 
@@ -80,7 +83,7 @@ def test_resume_is_bit_identical(variant_data):
     saved = io.BytesIO()
     torch.save(checkpoint(first, first_replay), saved)
     torch.manual_seed(12345)  # whatever happens to the global RNG in between
-    resumed, resumed_replay = build(variant_data, seed=99, total_steps=2 * steps)
+    resumed, resumed_replay = build(variant_data, seed=99, total_steps=2 * steps, prepare=False)
     saved.seek(0)
     restore(resumed, resumed_replay, torch.load(saved, weights_only=False))
     assert resumed.step == steps
@@ -91,6 +94,32 @@ def test_resume_is_bit_identical(variant_data):
     assert len(expected) == len(actual)
     for a, b in zip(expected, actual):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("variant_data", list(VARIANTS), indirect=True)
+def test_optimisers_are_every_optimiser_the_algorithm_holds(variant_data):
+    # fine-tuning resets every learning rate through optimisers(); the resume test checks they are all saved
+    algorithm, _ = build(variant_data, prepare=False)
+    held = [value for value in vars(algorithm).values() if isinstance(value, torch.optim.Optimizer)]
+    assert held and {id(optimiser) for optimiser in algorithm.optimisers()} == {id(optimiser) for optimiser in held}
+
+
+def test_only_parts_registered_once_are_accepted(small_pendulum):
+    algorithm = make_algorithm("bc", {}, PENDULUM_SPEC, Normalisation.from_arrays(small_pendulum), "cpu", 0, 10)
+    with pytest.raises(ValueError, match="'actor' twice"):
+        algorithm.register("actor")
+    with pytest.raises(ValueError, match="'step' twice"):
+        algorithm.register("step")
+    with pytest.raises(TypeError, match="'normalisation' is a Normalisation"):
+        algorithm.register("normalisation")
+    assert set(algorithm.state_dict()) == {"step", "actor", "optimiser"}
+
+
+def test_only_combo_prepares_anything(small_pendulum):
+    normalisation = Normalisation.from_arrays(small_pendulum)
+    for name in ("iql", "cql", "bc"):
+        algorithm = make_algorithm(name, {}, PENDULUM_SPEC, normalisation, "cpu", 0, 10)
+        assert algorithm.prepare(small_pendulum) == {}
 
 
 def _self_loop(terminal: bool, discrete: bool) -> TransitionArrays:

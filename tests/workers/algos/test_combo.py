@@ -11,30 +11,14 @@ import torch
 
 from schemas.algorithms import COMBOParams
 from workers.algos import combo as combo_module
-from workers.algos.base import Normalisation, TransitionArrays
 from workers.algos.combo import COMBO
+from workers.algos.data import Normalisation, TransitionArrays
 from workers.algos.replay import Batch, ReplayBuffer
 from workers.algos.training import fit, train
 from workers.rollouts.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC, cartpole_dataset, pendulum_dataset
 from workers.rollouts.evaluate import evaluate
 
-SMALL = dict(
-    batch_size=64,
-    hidden_sizes=[32, 32],
-    sampled_actions=2,
-    rollout_batch_size=100,
-    rollout_length=3,
-    rollout_interval=10,
-    model_retain_refreshes=2,
-    dynamics_hidden_sizes=[32, 32],
-    dynamics_batch_size=64,
-    max_dynamics_epochs=3,
-)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+from .conftest import COMBO_SMALL
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +27,7 @@ def pendulum() -> TransitionArrays:
 
 
 def make_combo(data: TransitionArrays, seed: int = 0, **overrides: Any) -> COMBO:
-    params = COMBOParams(**{**SMALL, **overrides})
+    params = COMBOParams(**{**COMBO_SMALL, **overrides})
     return COMBO(params, PENDULUM_SPEC, Normalisation.from_arrays(data), torch.device("cpu"), seed)
 
 
@@ -134,32 +118,49 @@ def test_conservative_term_lowers_q_at_model_states_and_raises_it_on_dataset_row
 def test_discrete_dataset_is_refused() -> None:
     data = cartpole_dataset(episodes=2, seed=0)
     with pytest.raises(ValueError, match="continuous actions only"):
-        COMBO(COMBOParams(**SMALL), CARTPOLE_SPEC, Normalisation.from_arrays(data), torch.device("cpu"), 0)
+        COMBO(COMBOParams(**COMBO_SMALL), CARTPOLE_SPEC, Normalisation.from_arrays(data), torch.device("cpu"), 0)
     with pytest.raises(ValueError, match="continuous actions only"):
-        fit("combo", data, CARTPOLE_SPEC, steps=1, seed=0, params=SMALL)
+        fit("combo", data, CARTPOLE_SPEC, steps=1, seed=0, params=COMBO_SMALL)
 
 
-def test_saved_dynamics_is_reused_without_training_and_gives_the_same_run(
+class PartsInMemory(dict[str, bytes]):
+    """`PreparedParts` in a dict, as the service keeps them for a dataset version."""
+
+    def put(self, key: str, blob: bytes) -> None:
+        self[key] = blob
+
+
+def test_prepare_stores_the_dynamics_it_trains_and_a_later_run_reuses_them_to_the_same_result(
     pendulum: TransitionArrays, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    parts = PartsInMemory()
     trained = make_combo(pendulum, seed=1)
-    trained.prepare(pendulum)
+    assert trained.prepare(pendulum, parts) == {"dynamics": "trained"}
     assert trained.dynamics_summary["dynamics_epochs"] >= 1
+    assert parts == {trained.dynamics_key(): trained.dynamics_bytes()}
     train(trained, real_buffer(trained, pendulum, seed=1), 25, 64)
-    blob = trained.dynamics_bytes()
 
     def no_training(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("prepare trained a dynamics model although one was loaded")
+        raise AssertionError("prepare trained a dynamics model although one was stored")
 
     monkeypatch.setattr(combo_module, "fit_dynamics", no_training)
     reused = make_combo(pendulum, seed=1)
-    reused.load_dynamics(blob)
-    reused.prepare(pendulum)
+    assert reused.prepare(pendulum, parts) == {"dynamics": "reused"}
     assert reused.dynamics_summary == {}
-    assert reused.dynamics_key() == trained.dynamics_key()
+    assert len(parts) == 1
     train(reused, real_buffer(reused, pendulum, seed=1), 25, 64)
     # Same dynamics weights, and the same random numbers drawn afterwards: the cache changes nothing.
     assert_same_state(trained.state_dict(), reused.state_dict())
+
+
+def test_dynamics_given_directly_are_reused(pendulum: TransitionArrays) -> None:
+    trained = make_combo(pendulum)
+    trained.prepare(pendulum)
+    given = make_combo(pendulum)
+    given.load_dynamics(trained.dynamics_bytes())
+    assert given.prepare(pendulum) == {"dynamics": "reused"}
+    assert given.dynamics is not None and trained.dynamics is not None
+    assert_same_state(given.dynamics.dynamics_state(), trained.dynamics.dynamics_state())
 
 
 def test_dynamics_with_other_sizes_is_refused(pendulum: TransitionArrays) -> None:
@@ -186,7 +187,7 @@ def test_fine_tuning_trains_dynamics_for_the_new_data_and_starts_rollouts_afresh
 
 
 def test_resume_from_checkpoint_is_bit_identical(pendulum: TransitionArrays) -> None:
-    straight, _ = fit("combo", pendulum, PENDULUM_SPEC, steps=40, seed=3, params=SMALL)
+    straight, _ = fit("combo", pendulum, PENDULUM_SPEC, steps=40, seed=3, params=COMBO_SMALL)
 
     halfway: list[dict[str, Any]] = []
     fit(
@@ -195,7 +196,7 @@ def test_resume_from_checkpoint_is_bit_identical(pendulum: TransitionArrays) -> 
         PENDULUM_SPEC,
         steps=40,
         seed=3,
-        params=SMALL,
+        params=COMBO_SMALL,
         should_stop=lambda: bool(halfway),
         on_checkpoint=halfway.append,
         checkpoint_every=25,
@@ -204,7 +205,7 @@ def test_resume_from_checkpoint_is_bit_identical(pendulum: TransitionArrays) -> 
     torch.save(halfway[0], saved)
     state = torch.load(io.BytesIO(saved.getvalue()), weights_only=True)
     assert state["algorithm"]["step"] == 25
-    resumed, _ = fit("combo", pendulum, PENDULUM_SPEC, steps=40, seed=3, params=SMALL, resume_from=state)
+    resumed, _ = fit("combo", pendulum, PENDULUM_SPEC, steps=40, seed=3, params=COMBO_SMALL, resume_from=state)
     assert_same_state(straight.state_dict(), resumed.state_dict())
 
 

@@ -2,8 +2,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from workers.algos.base import Normalisation, TransitionArrays
-from workers.algos.data import MAX_SCALED_REWARD, arrays_from_arrow, arrays_to_arrow, episode_returns
+from workers.algos.data import (
+    MAX_SCALED_REWARD,
+    Normalisation,
+    TransitionArrays,
+    arrays_from_arrow,
+    arrays_to_arrow,
+    episode_returns,
+)
 from workers.rollouts.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC, cartpole_dataset, pendulum_dataset
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from workers.algos.base import TransitionArrays
+from tests.factories import torch_threads
+from workers.algos.data import TransitionArrays
 from workers.algos.dynamics import DynamicsModel, fit_dynamics
 
 STATE_MATRIX = np.array([[0.9, 0.1, 0.0], [0.0, 0.8, 0.2], [0.1, 0.0, 0.95]], dtype=np.float32)
@@ -30,11 +31,6 @@ FIT = dict(
     device=torch.device("cpu"),
     seed=0,
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 def linear_system(rows: int, seed: int) -> TransitionArrays:
@@ -59,8 +55,9 @@ def linear_system(rows: int, seed: int) -> TransitionArrays:
 
 @pytest.fixture(scope="module")
 def fitted() -> tuple[DynamicsModel, dict[str, float]]:
-    torch.set_num_threads(1)
-    return fit_dynamics(linear_system(4000, seed=0), **FIT)
+    # module-scoped, so it runs before the conftest's one-thread fixture does
+    with torch_threads(1):
+        return fit_dynamics(linear_system(4000, seed=0), **FIT)
 
 
 def tensors(data: TransitionArrays) -> tuple[torch.Tensor, torch.Tensor]:

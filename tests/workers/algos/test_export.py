@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from schemas.dataset import DatasetSpec
-from workers.algos.base import Normalisation, TransitionArrays
+from tests.factories import random_transitions
+from workers.algos.data import Normalisation
 from workers.algos.export import export_policy
 from workers.algos.replay import ReplayBuffer
 from workers.algos.training import make_algorithm, train
@@ -25,27 +26,8 @@ IMAGE_LIKE_SPEC = DatasetSpec.model_validate(
 )
 
 
-def random_arrays(spec: DatasetSpec, n: int = 256) -> TransitionArrays:
-    rng = np.random.default_rng(0)
-    size = spec.observation.size
-    if spec.action.kind == "continuous":
-        actions = rng.uniform(spec.action.low, spec.action.high, (n, spec.action.size)).astype(np.float32)
-    else:
-        actions = rng.integers(spec.action.n, size=n)
-    return TransitionArrays(
-        observations=rng.normal(3.0, 2.0, (n, size)).astype(np.float32),
-        actions=actions,
-        rewards=rng.normal(size=n).astype(np.float32),
-        next_observations=rng.normal(3.0, 2.0, (n, size)).astype(np.float32),
-        terminals=np.zeros(n, bool),
-        truncateds=np.arange(n) % 50 == 49,
-        episode_ids=np.arange(n) // 50,
-        steps=(np.arange(n) % 50).astype(np.int32),
-    )
-
-
 def trained(name: str, spec: DatasetSpec, params: dict):
-    data = random_arrays(spec)
+    data = random_transitions(spec)
     normalisation = Normalisation.from_arrays(data)
     params = {"hidden_sizes": [32, 32], "batch_size": 32, **params}
     algorithm = make_algorithm(name, params, spec, normalisation, "cpu", 0, 20)

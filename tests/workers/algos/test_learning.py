@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workers.algos.base import TransitionArrays
+from workers.algos.data import TransitionArrays
 from workers.algos.training import fit
 from workers.rollouts.behaviour import PENDULUM_SPEC, pendulum_dataset
 from workers.rollouts.evaluate import evaluate

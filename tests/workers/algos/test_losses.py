@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from schemas.algorithms import CQLParams
-from workers.algos.base import Normalisation
 from workers.algos.cql import CQL, conservative_gap
+from workers.algos.data import Normalisation
 from workers.algos.iql import expectile_loss
+from workers.algos.nets import CategoricalActor, DeterministicActor, GaussianActor, behaviour_loss
 from workers.algos.replay import Batch
 from workers.rollouts.behaviour import PENDULUM_SPEC
 
@@ -63,3 +64,32 @@ def test_cql_proposals_divide_by_their_sampling_density():
     torch.testing.assert_close(proposals[:, :, :4], torch.full((2, 5, 4), 2.5 + math.log(2.0)))
     # policy actions: Q - log pi(a|s), finite and differing per sample
     assert torch.isfinite(proposals).all() and proposals[0, :, 4:].std() > 0
+
+
+def test_behaviour_loss_is_squared_error_for_a_deterministic_actor():
+    actor = DeterministicActor(3, 2, [8])
+    observations, actions = torch.randn(5, 3), torch.rand(5, 2) * 2 - 1
+    expected = (actor(observations) - actions).square().sum(-1)
+    torch.testing.assert_close(behaviour_loss(actor, observations, actions), expected)
+    torch.testing.assert_close(behaviour_loss(actor, observations, actions, reduction="mean"), expected.mean())
+
+
+def test_behaviour_loss_is_the_negative_log_likelihood_for_a_gaussian_actor():
+    actor = GaussianActor(3, 1, [8])
+    with torch.no_grad():  # mean 0 (tanh of 0) and sigma 1 at every state
+        actor.net[-1].weight.zero_()
+        actor.net[-1].bias.zero_()
+    actions = torch.tensor([[0.0], [1.0], [-0.5]])
+    expected = 0.5 * actions[:, 0].square() + 0.5 * math.log(2.0 * math.pi)
+    torch.testing.assert_close(behaviour_loss(actor, torch.randn(3, 3), actions), expected)
+
+
+def test_behaviour_loss_is_the_cross_entropy_for_a_categorical_actor():
+    actor = CategoricalActor(3, 3, [8])
+    with torch.no_grad():  # logits (0, log 2, 0) at every state: probabilities 1/4, 1/2, 1/4
+        actor.net[-1].weight.zero_()
+        actor.net[-1].bias.copy_(torch.tensor([0.0, math.log(2.0), 0.0]))
+    actions = torch.tensor([0, 1, 2])
+    expected = torch.tensor([math.log(4.0), math.log(2.0), math.log(4.0)])
+    torch.testing.assert_close(behaviour_loss(actor, torch.randn(3, 3), actions), expected)
+    torch.testing.assert_close(behaviour_loss(actor, torch.randn(3, 3), actions, reduction="mean"), expected.mean())

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from schemas.dataset import DatasetSpec
-from workers.algos.base import Normalisation
+from workers.algos.data import Normalisation
 from workers.algos.nets import (
     ContinuousQEnsemble,
     DeployedPolicy,

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from schemas.dataset import DatasetSpec
-from workers.algos.base import Normalisation, TransitionArrays
+from workers.algos.data import Normalisation, TransitionArrays
 from workers.algos.replay import Batch, MixedReplay, ReplayBuffer, training_replay
 
 SPEC = DatasetSpec.model_validate(

@@ -7,7 +7,7 @@ import contextlib
 import pytest
 import torch
 
-from workers.algos.base import Normalisation
+from workers.algos.data import Normalisation
 from workers.algos.replay import ReplayBuffer
 from workers.algos.training import fit, make_algorithm, native_bfloat16, train
 from workers.rollouts.behaviour import PENDULUM_SPEC

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from schemas.dataset import ContinuousActionSpec, DatasetSpec, ObservationSpec
-from workers.algos.base import Normalisation, TransitionArrays
+from workers.algos.data import Normalisation, TransitionArrays
 from workers.algos.replay import ReplayBuffer
 from workers.algos.training import make_algorithm, train
 from workers.runtime.train import start_from_parent
