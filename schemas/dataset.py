@@ -133,6 +133,8 @@ class VersionStats(VersionPublic):
 class AppendResult(BaseModel):
     version: int
     rows: int
+    replayed: bool = False
+    """True when the Idempotency-Key had already made this version: the answer of that upload, nothing added."""
 
 
 class TagSet(StrictModel):
@@ -142,6 +144,12 @@ class TagSet(StrictModel):
 class TagPublic(BaseModel):
     name: str
     version: int
+
+
+class TagMoved(TagPublic):
+    """The answer to setting a tag: where it points now and where it pointed before (None: a new tag)."""
+
+    previous: int | None
 
 
 T = TypeVar("T")

@@ -26,6 +26,7 @@ from schemas.dataset import (
     DatasetSpec,
     FileEntry,
     Page,
+    TagMoved,
     TagPublic,
     VersionPublic,
     VersionStats,
@@ -207,13 +208,13 @@ class Datasets:
         tags = [TagPublic(name=tag.name, version=tag.version) for tag in self.catalog.tags(self.get(name).id)]
         return Page(data=tags, count=len(tags))
 
-    def set_tag(self, name: str, tag: str, reference: str | int) -> int:
+    def set_tag(self, name: str, tag: str, reference: str | int) -> TagMoved:
         row = self.get(name)
         if tag == LATEST or tag.isdigit() or not _is_slug(tag):
             raise ApiError(422, "invalid", "a tag is a lowercase slug that is neither 'latest' nor a number", "tag")
         version = self.resolve(row, reference)
-        self.catalog.set_tag(row.id, tag, version.version)
-        return version.version
+        previous = self.catalog.set_tag(row.id, tag, version.version)
+        return TagMoved(name=tag, version=version.version, previous=previous)
 
     def delete_tag(self, name: str, tag: str) -> None:
         row = self.get(name)

@@ -236,7 +236,7 @@ class Ingest:
             raise ApiError(
                 409, "idempotency_conflict", f"this {IDEMPOTENCY_KEY_HEADER} was used with a different body", IDEMPOTENCY_KEY_HEADER
             )
-        return AppendResult(version=earlier.version, rows=earlier.added_rows)
+        return AppendResult(version=earlier.version, rows=earlier.added_rows, replayed=True)
 
 
 def _check_continuation(episodes: EpisodeSummary, prior: dict[int, EpisodeState]) -> None:

@@ -15,6 +15,7 @@ from schemas.dataset import (
     Page,
     QueryRequest,
     QueryResult,
+    TagMoved,
     TagPublic,
     TagSet,
     VersionFiles,
@@ -54,10 +55,16 @@ def delete_dataset(name: str, services: ServicesDep, _: AdminDep) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/{name}/transitions", status_code=201, response_model=AppendResult)
+@router.post(
+    "/{name}/transitions",
+    status_code=201,
+    response_model=AppendResult,
+    responses={200: {"model": AppendResult, "description": "a replay: the Idempotency-Key already made this version"}},
+)
 async def append_transitions(
     name: str,
     request: Request,
+    response: Response,
     services: ServicesDep,
     principal: AuthenticatedDep,
     idempotency_key: Annotated[str | None, Header(alias=IDEMPOTENCY_KEY_HEADER)] = None,
@@ -68,7 +75,10 @@ async def append_transitions(
         raise ApiError(
             422, "invalid", f"{IDEMPOTENCY_KEY_HEADER} must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters", IDEMPOTENCY_KEY_HEADER
         )
-    return await services.ingest.append(name, request.stream(), request.headers.get("content-type"), idempotency_key)
+    result = await services.ingest.append(name, request.stream(), request.headers.get("content-type"), idempotency_key)
+    if result.replayed:
+        response.status_code = 200
+    return result
 
 
 @router.get("/{name}/versions", response_model=Page[VersionPublic])
@@ -86,9 +96,9 @@ def list_tags(name: str, services: ServicesDep, _: ReadDep) -> Page[TagPublic]:
     return services.datasets.tags(name)
 
 
-@router.put("/{name}/tags/{tag}", response_model=TagPublic)
-def set_tag(name: str, tag: str, request: TagSet, services: ServicesDep, _: WriteDep) -> TagPublic:
-    return TagPublic(name=tag, version=services.datasets.set_tag(name, tag, request.version))
+@router.put("/{name}/tags/{tag}", response_model=TagMoved)
+def set_tag(name: str, tag: str, request: TagSet, services: ServicesDep, _: WriteDep) -> TagMoved:
+    return services.datasets.set_tag(name, tag, request.version)
 
 
 @router.delete("/{name}/tags/{tag}", status_code=204)

@@ -220,9 +220,13 @@ class Catalog:
         with self.session() as session:
             return session.get(TagRow, (dataset_id, name))
 
-    def set_tag(self, dataset_id: str, name: str, version: int) -> None:
+    def set_tag(self, dataset_id: str, name: str, version: int) -> int | None:
+        """Point the tag at `version`; returns the version it pointed at before (None for a new tag)."""
         with self.session() as session:
+            existing = session.get(TagRow, (dataset_id, name), with_for_update=True)
+            previous = existing.version if existing is not None else None
             session.merge(TagRow(dataset_id=dataset_id, name=name, version=version))
+            return previous
 
     def remove_tag(self, dataset_id: str, name: str) -> bool:
         with self.session() as session:

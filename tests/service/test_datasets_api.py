@@ -96,7 +96,8 @@ def test_a_retry_with_the_same_key_returns_the_first_answer_and_adds_nothing(hop
     table = rows(episodes=1, length=5)
     first = append(hopper, table, key="upload-1")
     retry = append(hopper, table, key="upload-1")
-    assert first.status_code == retry.status_code == 201 and retry.json() == first.json() == {"version": 1, "rows": 5}
+    assert first.status_code == 201 and first.json() == {"version": 1, "rows": 5, "replayed": False}
+    assert retry.status_code == 200 and retry.json() == {"version": 1, "rows": 5, "replayed": True}
     assert hopper.get("/v1/datasets/hopper", headers=ADMIN).json()["rows"] == 5
     different = append(hopper, rows(episodes=1, length=5, first_episode=9), key="upload-1")
     assert different.status_code == 409 and different.json()["error"]["field"] == "Idempotency-Key"
@@ -107,7 +108,7 @@ def test_tags_latest_and_numbers_are_interchangeable(hopper: TestClient) -> None
     append(hopper, rows(episodes=1, length=5))
     append(hopper, rows(episodes=1, length=5, first_episode=1))
     tagged = hopper.put("/v1/datasets/hopper/tags/first", json={"version": 1}, headers=ADMIN)
-    assert tagged.status_code == 200 and tagged.json() == {"name": "first", "version": 1}
+    assert tagged.status_code == 200 and tagged.json() == {"name": "first", "version": 1, "previous": None}
     assert hopper.put("/v1/datasets/hopper/tags/newest", json={"version": "latest"}, headers=ADMIN).json()["version"] == 2
     assert hopper.put("/v1/datasets/hopper/tags/also-first", json={"version": "first"}, headers=ADMIN).json()["version"] == 1
     for reference, rows_expected in (("first", 5), ("1", 5), ("latest", 10), ("newest", 10)):
@@ -123,6 +124,18 @@ def test_tags_latest_and_numbers_are_interchangeable(hopper: TestClient) -> None
     assert hopper.delete("/v1/datasets/hopper/tags/first", headers=ADMIN).status_code == 204
     assert hopper.get("/v1/datasets/hopper/versions/first", headers=ADMIN).status_code == 404
     assert hopper.delete("/v1/datasets/hopper/tags/first", headers=ADMIN).status_code == 404
+
+
+def test_moving_a_tag_says_where_it_pointed_before(hopper: TestClient) -> None:
+    append(hopper, rows(episodes=1, length=5))
+    append(hopper, rows(episodes=1, length=5, first_episode=1))
+    assert hopper.put("/v1/datasets/hopper/tags/best", json={"version": 1}, headers=ADMIN).json()["previous"] is None
+
+    moved = hopper.put("/v1/datasets/hopper/tags/best", json={"version": "latest"}, headers=ADMIN)
+
+    assert moved.status_code == 200 and moved.json() == {"name": "best", "version": 2, "previous": 1}
+    listed = hopper.get("/v1/datasets/hopper/tags", headers=ADMIN).json()
+    assert listed["data"] == [{"name": "best", "version": 2}]
 
 
 def body_chunks(client: TestClient, path: str, headers: dict[str, str]) -> tuple[int, list[bytes]]:
