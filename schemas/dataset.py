@@ -198,3 +198,5 @@ class QueryResult(BaseModel):
     row_count: int
     truncated: bool
     """More rows matched than the cap; `rows` holds the first ones."""
+    total_rows: int | None = None
+    """How many rows the query gave before the cap; None when the service could not count them within its time limit."""

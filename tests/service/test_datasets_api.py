@@ -275,6 +275,18 @@ def test_every_error_uses_the_envelope(hopper: TestClient) -> None:
         assert set(response.json()) <= {"error", "details"} and response.json()["error"]["code"] == code
 
 
+def test_a_malformed_json_body_is_blamed_on_the_body_and_says_where_it_broke(hopper: TestClient) -> None:
+    json_headers = {**ADMIN, "Content-Type": "application/json"}
+    job = hopper.post("/v1/jobs", content=b'{"kind": "train",', headers=json_headers)
+    assert job.status_code == 422, job.text
+    error = job.json()["error"]
+    assert error["field"] == "body" and "line 1, column 18" in error["message"], error
+    dataset = hopper.post("/v1/datasets", content=b'{\n  "name": "x",\n  "observation": }', headers=json_headers)
+    assert dataset.json()["error"]["field"] == "body" and "line 3, column 18" in dataset.json()["error"]["message"]
+    assert hopper.get("/v1/jobs", headers=ADMIN).json()["count"] == 0
+    assert hopper.get("/v1/datasets", headers=ADMIN).json()["count"] == 1
+
+
 def test_discrete_dataset_round_trip(client: TestClient) -> None:
     assert client.post("/v1/datasets", json=GRID, headers=ADMIN).status_code == 201
     table = rows(episodes=3, length=4, observation_size=4, action_size=None)
