@@ -6,7 +6,8 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$"
 """A safe slug: lowercase letters, digits, '.', '_' and '-', 1 to 64 characters, no leading/trailing punctuation."""
@@ -14,6 +15,8 @@ NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN, description="lowercase slug: a-z, 0-9, '.', '_', '-'")]
 
 MAX_DIMS = 1_000_000
+MAX_DESCRIPTION = 64 * 1024
+"""Characters in a dataset card."""
 
 
 class StrictModel(BaseModel):
@@ -71,17 +74,62 @@ class DiscreteActionSpec(StrictModel):
 ActionSpec = Annotated[ContinuousActionSpec | DiscreteActionSpec, Field(discriminator="kind")]
 
 
+EnvId = Annotated[str | None, Field(max_length=200, description="the environment (e.g. a Gymnasium id) for collection and evaluation")]
+Description = Annotated[str | None, Field(max_length=MAX_DESCRIPTION, description="the dataset card, in Markdown")]
+
+
 class DatasetSpec(StrictModel):
-    """What a dataset holds; immutable once the dataset is created."""
+    """What a dataset holds. Observation and action are immutable once the dataset is created; `env_id`
+    may be edited (`DatasetPatch`)."""
 
     observation: ObservationSpec
     action: ActionSpec
-    env_id: str | None = Field(default=None, max_length=200)
+    env_id: EnvId = None
 
 
 class DatasetCreate(DatasetSpec):
     name: Name
     metadata: dict[str, Any] = Field(default_factory=dict)
+    description: Description = None
+
+
+IMMUTABLE_FIELDS = ("observation", "action", "name")
+
+
+class DatasetPatch(StrictModel):
+    """What may change about a dataset: the fields given are replaced whole (`metadata` too); `null` clears
+    `description` and `env_id`. The observation and action spec, and the name, stay as created."""
+
+    description: Description = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    env_id: EnvId = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spec_is_immutable(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for field in IMMUTABLE_FIELDS:
+                if field in data:
+                    # a ValidationError at the field's own location, so the 422 names it
+                    raise ValidationError.from_exception_data(
+                        cls.__name__,
+                        [
+                            InitErrorDetails(
+                                type=PydanticCustomError(
+                                    "immutable", "{field} cannot change once a dataset exists; create a new dataset instead", {"field": field}
+                                ),
+                                loc=(field,),
+                                input=data[field],
+                            )
+                        ],
+                    )
+        return data
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> "DatasetPatch":
+        if not self.model_fields_set:
+            raise ValueError("name at least one of description, metadata and env_id")
+        return self
 
 
 class DatasetPublic(DatasetCreate):
@@ -102,6 +150,8 @@ class VersionPublic(BaseModel):
     sources: dict[str, int]
     created_at: datetime
     tags: list[str] = Field(default_factory=list)
+    duplicate_episodes: int = 0
+    """Whole episodes of this version's upload whose content an earlier stored episode already had."""
 
 
 class DimensionStats(BaseModel):
@@ -135,6 +185,9 @@ class AppendResult(BaseModel):
     rows: int
     replayed: bool = False
     """True when the Idempotency-Key had already made this version: the answer of that upload, nothing added."""
+    duplicate_episodes: int = 0
+    """How many of the upload's whole episodes repeat the content of an episode the dataset already held
+    (the same episodes uploaded again under other episode ids)."""
 
 
 class TagSet(StrictModel):

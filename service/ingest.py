@@ -27,6 +27,7 @@ from starlette.requests import ClientDisconnect
 from schemas.dataset import AppendResult, DatasetSpec
 from schemas.http import ARROW_STREAM, IDEMPOTENCY_KEY_HEADER, PARQUET
 from schemas.transition import EpisodeSummary, TransitionError, conform, conform_rows, summarize_episodes
+from service import fingerprints
 from service import stats as statistics
 from service import uploads
 from service.catalog import EpisodeState
@@ -48,6 +49,7 @@ class PreparedUpload:
     staged: StagedFile
     episodes: EpisodeSummary
     moments: statistics.UploadMoments
+    lanes: fingerprints.EpisodeLanes
     batch_id: str
 
 
@@ -131,10 +133,11 @@ class Ingest:
         except TransitionError as error:
             raise ApiError(422, "invalid_rows", error.message, error.field) from None
         del table
-        # The file write and the statistics both release the GIL: run them side by side.
+        # The file write, the statistics and the fingerprints all release the GIL: run them side by side.
         measuring = self._side_work.submit(statistics.measure, conformed.table, spec)
+        fingerprinting = self._side_work.submit(fingerprints.measure, conformed.table)
         staged = self.storage.stage(row.id, conformed.table)
-        return PreparedUpload(row.id, staged, conformed.episodes, measuring.result(), batch_id)
+        return PreparedUpload(row.id, staged, conformed.episodes, measuring.result(), fingerprinting.result(), batch_id)
 
     def _prepare_stream(self, name: str, source: Any, kind: str) -> PreparedUpload:
         """Validate and stage an Arrow stream or JSON body part by part as it is read from `source` (a blocking
@@ -156,6 +159,7 @@ class Ingest:
         writer = self.storage.staging_writer(row.id)
         try:
             moments: statistics.UploadMoments | None = None
+            lanes: fingerprints.EpisodeLanes | None = None
             episode_columns: list[pa.Table] = []
             offset = 0
             for table in parts:
@@ -166,12 +170,14 @@ class Ingest:
                 except TransitionError as error:
                     raise ApiError(422, "invalid_rows", error.shifted(offset).message, error.field) from None
                 measuring = self._side_work.submit(statistics.measure, part, spec)
+                fingerprinting = self._side_work.submit(fingerprints.measure, part)
                 writer.write(part)
                 episode_columns.append(part.select(["episode_id", "step", "reward", "terminal", "truncated"]))
-                part_moments = measuring.result()
+                part_moments, part_lanes = measuring.result(), fingerprinting.result()
                 moments = part_moments if moments is None else moments.merge(part_moments)
+                lanes = part_lanes if lanes is None else lanes.merge(part_lanes)
                 offset += part.num_rows
-            if moments is None:
+            if moments is None or lanes is None:
                 raise ApiError(422, "invalid_rows", "the upload has no rows", "rows")
             try:
                 episodes = summarize_episodes(pa.concat_tables(episode_columns))
@@ -181,7 +187,7 @@ class Ingest:
         except BaseException:
             writer.abort()
             raise
-        return PreparedUpload(row.id, staged, episodes, moments, batch_id)
+        return PreparedUpload(row.id, staged, episodes, moments, lanes, batch_id)
 
     def _discard(self, prepared: PreparedUpload) -> None:
         self.storage.discard(prepared.dataset_id, prepared.staged)
@@ -219,12 +225,13 @@ class Ingest:
                     {"version": number, "idempotency_key": idempotency_key, "body_sha256": body_sha256, "batch_id": prepared.batch_id},
                 )
                 committed = True
-                self.datasets.record_version(
+                duplicates = self.datasets.record_version(
                     current,
                     spec,
                     previous,
                     prepared.episodes,
                     prepared.moments,
+                    prepared.lanes,
                     prior,
                     number=number,
                     delta_version=delta_version,
@@ -239,7 +246,7 @@ class Ingest:
             if not committed:
                 self._discard(prepared)
         self.compaction.schedule(row.id)
-        return AppendResult(version=number, rows=prepared.moments.rows)
+        return AppendResult(version=number, rows=prepared.moments.rows, duplicate_episodes=duplicates)
 
     def _earlier_answer(self, dataset_id: str, key: str, body_sha256: str) -> AppendResult | None:
         earlier = self.catalog.version_by_key(dataset_id, key)
@@ -249,7 +256,12 @@ class Ingest:
             raise ApiError(
                 409, "idempotency_conflict", f"this {IDEMPOTENCY_KEY_HEADER} was used with a different body", IDEMPOTENCY_KEY_HEADER
             )
-        return AppendResult(version=earlier.version, rows=earlier.added_rows, replayed=True)
+        return AppendResult(
+            version=earlier.version,
+            rows=earlier.added_rows,
+            replayed=True,
+            duplicate_episodes=earlier.stats.get("duplicate_episodes", 0),
+        )
 
 
 class _CountedBody:

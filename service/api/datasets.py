@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from schemas.dataset import (
     AppendResult,
     DatasetCreate,
+    DatasetPatch,
     DatasetPublic,
     Page,
     QueryRequest,
@@ -47,6 +48,12 @@ def list_datasets(services: ServicesDep, _: ReadDep, limit: Limit = 100, cursor:
 @router.get("/{name}", response_model=DatasetPublic)
 def get_dataset(name: str, services: ServicesDep, _: ReadDep) -> DatasetPublic:
     return services.datasets.public(services.datasets.get(name))
+
+
+@router.patch("/{name}", response_model=DatasetPublic)
+def edit_dataset(name: str, patch: DatasetPatch, services: ServicesDep, _: WriteDep) -> DatasetPublic:
+    """Replace the description (a Markdown card), the metadata or `env_id`; the spec stays as created."""
+    return services.datasets.edit(name, patch)
 
 
 @router.delete("/{name}", status_code=204)

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from schemas.transition import CLIENT_COLUMNS
-from tests.service.conftest import ADMIN, GRID, HOPPER, MakeClient, append, rows
+from tests.service.conftest import ADMIN, ARROW, GRID, HOPPER, PARQUET, MakeClient, append, json_body, parquet_body, rows
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -60,7 +60,8 @@ def test_statistics_accumulate_over_versions_and_match_the_rows(hopper: TestClie
     ]
     for number, table in enumerate(uploads, start=1):
         response = append(hopper, table)
-        assert response.status_code == 201 and response.json() == {"version": number, "rows": table.num_rows}
+        assert response.status_code == 201
+        assert response.json() == {"version": number, "rows": table.num_rows, "replayed": False, "duplicate_episodes": 0}
 
     listed = hopper.get("/v1/datasets/hopper/versions", headers=ADMIN).json()
     assert [v["version"] for v in listed["data"]] == [3, 2, 1, 0]
@@ -96,12 +97,64 @@ def test_a_retry_with_the_same_key_returns_the_first_answer_and_adds_nothing(hop
     table = rows(episodes=1, length=5)
     first = append(hopper, table, key="upload-1")
     retry = append(hopper, table, key="upload-1")
-    assert first.status_code == 201 and first.json() == {"version": 1, "rows": 5, "replayed": False}
-    assert retry.status_code == 200 and retry.json() == {"version": 1, "rows": 5, "replayed": True}
+    assert first.status_code == 201 and first.json() == {"version": 1, "rows": 5, "replayed": False, "duplicate_episodes": 0}
+    assert retry.status_code == 200 and retry.json() == {"version": 1, "rows": 5, "replayed": True, "duplicate_episodes": 0}
     assert hopper.get("/v1/datasets/hopper", headers=ADMIN).json()["rows"] == 5
     different = append(hopper, rows(episodes=1, length=5, first_episode=9), key="upload-1")
     assert different.status_code == 409 and different.json()["error"]["field"] == "Idempotency-Key"
     assert hopper.get("/v1/datasets/hopper", headers=ADMIN).json()["latest_version"] == 1
+
+
+def shifted(table: pa.Table, by: int) -> pa.Table:
+    """The same rows under other episode ids (as a file uploaded again gets fresh ones)."""
+    ids = pa.array(table.column("episode_id").to_numpy() + by)
+    return table.set_column(table.schema.get_field_index("episode_id"), "episode_id", ids)
+
+
+def small_batches(table: pa.Table) -> bytes:
+    """An Arrow stream cut into two-row batches: the service sees the body in many parts."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        for batch in table.to_batches(max_chunksize=2):
+            writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+def test_whole_episodes_already_stored_under_other_ids_are_counted(hopper: TestClient) -> None:
+    original = rows(episodes=3, length=5, seed=1)
+    assert append(hopper, original).json()["duplicate_episodes"] == 0
+
+    again = hopper.post(
+        "/v1/datasets/hopper/transitions", content=parquet_body(shifted(original, 100)), headers={**ADMIN, **PARQUET}
+    )
+    streamed = hopper.post(
+        "/v1/datasets/hopper/transitions", content=small_batches(shifted(original, 200)), headers={**ADMIN, **ARROW}
+    )
+    as_json = hopper.post("/v1/datasets/hopper/transitions", json=json_body(shifted(original, 300)), headers=ADMIN)
+
+    for answer in (again, streamed, as_json):
+        assert answer.status_code == 201 and answer.json()["duplicate_episodes"] == 3, answer.text
+    assert hopper.get("/v1/datasets/hopper", headers=ADMIN).json()["rows"] == 60  # noticed, not refused
+    assert hopper.get("/v1/datasets/hopper/versions/2", headers=ADMIN).json()["duplicate_episodes"] == 3
+    listed = hopper.get("/v1/datasets/hopper/versions", headers=ADMIN).json()["data"]
+    assert [version["duplicate_episodes"] for version in listed] == [3, 3, 3, 0, 0]
+    one_old_one_new = pa.concat_tables([shifted(original.slice(5, 5), 400), rows(episodes=1, length=5, first_episode=500, seed=9)])
+    assert append(hopper, one_old_one_new, key="mixed").json()["duplicate_episodes"] == 1
+    replayed = append(hopper, one_old_one_new, key="mixed").json()
+    assert replayed["replayed"] is True and replayed["duplicate_episodes"] == 1
+    changed = original.set_column(original.schema.get_field_index("reward"), "reward", pa.array(np.ones(15, np.float32)))
+    assert append(hopper, shifted(changed, 600)).json()["duplicate_episodes"] == 0
+
+
+def test_an_episode_spread_over_uploads_is_never_counted_as_a_duplicate(hopper: TestClient) -> None:
+    whole = rows(episodes=1, length=6, seed=2)
+    append(hopper, whole)
+    append(hopper, shifted(whole.slice(0, 3), 10))  # episode 10 stays open
+    finished = append(hopper, shifted(whole.slice(3, 3), 10))
+    assert finished.status_code == 201 and finished.json()["duplicate_episodes"] == 0
+    catalog = hopper.app.state.services.catalog
+    states = catalog.episodes(catalog.dataset("hopper").id, [0, 10])
+    assert states[0].fingerprint is not None and states[10].fingerprint is None
 
 
 def test_tags_latest_and_numbers_are_interchangeable(hopper: TestClient) -> None:
