@@ -74,7 +74,9 @@ class DiscreteActionSpec(StrictModel):
 ActionSpec = Annotated[ContinuousActionSpec | DiscreteActionSpec, Field(discriminator="kind")]
 
 
-EnvId = Annotated[str | None, Field(max_length=200, description="the environment (e.g. a Gymnasium id) for collection and evaluation")]
+EnvId = Annotated[
+    str | None, Field(max_length=200, description="the environment (e.g. a Gymnasium id) for collection and evaluation")
+]
 Description = Annotated[str | None, Field(max_length=MAX_DESCRIPTION, description="the dataset card, in Markdown")]
 
 
@@ -111,17 +113,11 @@ class DatasetPatch(StrictModel):
             for field in IMMUTABLE_FIELDS:
                 if field in data:
                     # a ValidationError at the field's own location, so the 422 names it
+                    refusal = PydanticCustomError(
+                        "immutable", "{field} cannot change once a dataset exists; create a new dataset instead", {"field": field}
+                    )
                     raise ValidationError.from_exception_data(
-                        cls.__name__,
-                        [
-                            InitErrorDetails(
-                                type=PydanticCustomError(
-                                    "immutable", "{field} cannot change once a dataset exists; create a new dataset instead", {"field": field}
-                                ),
-                                loc=(field,),
-                                input=data[field],
-                            )
-                        ],
+                        cls.__name__, [InitErrorDetails(type=refusal, loc=(field,), input=data[field])]
                     )
         return data
 

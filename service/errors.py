@@ -97,7 +97,8 @@ def _malformed_json(item: dict[str, Any], document: Any) -> dict[str, Any]:
     line = text.count("\n", 0, position) + 1
     column = position - (text.rfind("\n", 0, position) + 1) + 1
     reason = (item.get("ctx") or {}).get("error", "JSON decode error")
-    return {"field": "body", "message": f"malformed JSON at line {line}, column {column} (character {position}): {reason}", "type": "json_invalid"}
+    message = f"malformed JSON at line {line}, column {column} (character {position}): {reason}"
+    return {"field": "body", "message": message, "type": "json_invalid"}
 
 
 async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -75,7 +75,9 @@ class Ingest:
         try:
             return await self._append(name, counted, kind, idempotency_key)
         except ClientDisconnect:
-            log.info("dataset %s: the client disconnected after %d bytes of its upload; nothing was committed", name, counted.received)
+            log.info(
+                "dataset %s: the client disconnected after %d bytes of its upload; nothing was committed", name, counted.received
+            )
             raise ApiError(400, "bad_request", "the client disconnected before the whole body arrived", "body") from None
 
     async def _append(self, name: str, body: AsyncIterable[bytes], kind: str, idempotency_key: str | None) -> AppendResult:

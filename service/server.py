@@ -32,7 +32,9 @@ def ensure_data_dir_free(settings: Settings) -> None:
 def where_it_keeps_things(settings: Settings) -> str:
     """The start-up line: the data folder, the catalog and the queue, with any password hidden."""
     catalog = make_url(settings.catalog_url).render_as_string(hide_password=True)
-    queue = f"Redis at {make_url(settings.redis_url).render_as_string(hide_password=True)}" if settings.redis_url else "embedded (on the catalog)"
+    queue = "embedded (on the catalog)"
+    if settings.redis_url:
+        queue = f"Redis at {make_url(settings.redis_url).render_as_string(hide_password=True)}"
     return f"replaybank: data folder {settings.data_dir}\n  catalog: {catalog}\n  queue: {queue}"
 
 

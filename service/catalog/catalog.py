@@ -131,7 +131,9 @@ class Catalog:
 
     def edit_dataset(self, dataset_id: str, description: str | None, extra: dict[str, Any], spec: dict[str, Any]) -> None:
         with self.session() as session:
-            session.execute(update(DatasetRow).where(DatasetRow.id == dataset_id).values(description=description, extra=extra, spec=spec))
+            session.execute(
+                update(DatasetRow).where(DatasetRow.id == dataset_id).values(description=description, extra=extra, spec=spec)
+            )
 
     def count_datasets(self) -> int:
         with self.session() as session:
@@ -229,7 +231,9 @@ class Catalog:
                 chunk = fingerprints[start : start + EPISODE_QUERY_CHUNK]
                 found.update(
                     session.scalars(
-                        select(EpisodeRow.fingerprint).where(EpisodeRow.dataset_id == dataset_id, EpisodeRow.fingerprint.in_(chunk))
+                        select(EpisodeRow.fingerprint).where(
+                            EpisodeRow.dataset_id == dataset_id, EpisodeRow.fingerprint.in_(chunk)
+                        )
                     )
                 )
         return found
