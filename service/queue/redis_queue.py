@@ -5,7 +5,8 @@ A claim reads with XREADGROUP under a consumer name made for that claim, so the 
 consumer *is* the lease: renewing resets its idle time (XCLAIM JUSTID by the owner), and XAUTOCLAIM
 hands entries idle for longer than the lease to the next claimant, counting a delivery. The attempt
 number is `prior` plus the entry's delivery count; releasing re-adds the job as a fresh entry with
-`prior` set so the released attempt is counted or not, as the release asked. A hash maps job ids to their current entry.
+`prior` set so the released attempt is counted or not, as the release asked. A hash maps job ids to
+their current entry.
 """
 
 from __future__ import annotations
