@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from schemas.times import UtcDatetime
 
@@ -31,6 +32,8 @@ TAG_PATTERN = r"^(?!latest$)(?![0-9]+$)" + NAME_PATTERN[1:]
 """A tag: a name that is neither `latest` nor a number (those already mean versions)."""
 
 MAX_DIMS = 1_000_000
+MAX_DESCRIPTION = 64 * 1024
+"""Characters in a dataset card."""
 
 
 class StrictModel(BaseModel):
@@ -97,17 +100,58 @@ class DiscreteActionSpec(StrictModel):
 ActionSpec = Annotated[ContinuousActionSpec | DiscreteActionSpec, Field(discriminator="kind")]
 
 
+EnvId = Annotated[
+    str | None, Field(max_length=200, description="the environment (e.g. a Gymnasium id) for collection and evaluation")
+]
+Description = Annotated[str | None, Field(max_length=MAX_DESCRIPTION, description="the dataset card, in Markdown")]
+
+
 class DatasetSpec(StrictModel):
-    """What a dataset holds; immutable once the dataset is created."""
+    """What a dataset holds. Observation and action are immutable once the dataset is created; `env_id`
+    may be edited (`DatasetPatch`)."""
 
     observation: ObservationSpec
     action: ActionSpec
-    env_id: str | None = Field(default=None, max_length=200)
+    env_id: EnvId = None
 
 
 class DatasetCreate(DatasetSpec):
     name: Name
     metadata: dict[str, Any] = Field(default_factory=dict)
+    description: Description = None
+
+
+IMMUTABLE_FIELDS = ("observation", "action", "name")
+
+
+class DatasetPatch(StrictModel):
+    """What may change about a dataset: the fields given are replaced whole (`metadata` too); `null` clears
+    `description` and `env_id`. The observation and action spec, and the name, stay as created."""
+
+    description: Description = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    env_id: EnvId = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spec_is_immutable(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for field in IMMUTABLE_FIELDS:
+                if field in data:
+                    # a ValidationError at the field's own location, so the 422 names it
+                    refusal = PydanticCustomError(
+                        "immutable", "{field} cannot change once a dataset exists; create a new dataset instead", {"field": field}
+                    )
+                    raise ValidationError.from_exception_data(
+                        cls.__name__, [InitErrorDetails(type=refusal, loc=(field,), input=data[field])]
+                    )
+        return data
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> "DatasetPatch":
+        if not self.model_fields_set:
+            raise ValueError("name at least one of description, metadata and env_id")
+        return self
 
 
 class DatasetPublic(DatasetCreate):
@@ -128,6 +172,8 @@ class VersionPublic(BaseModel):
     sources: dict[str, int]
     created_at: UtcDatetime
     tags: list[str] = Field(default_factory=list)
+    duplicate_episodes: int = 0
+    """Whole episodes of this version's upload whose content an earlier stored episode already had."""
 
 
 class DimensionStats(BaseModel):
@@ -159,6 +205,11 @@ class VersionStats(VersionPublic):
 class AppendResult(BaseModel):
     version: int
     rows: int
+    replayed: bool = False
+    """True when the Idempotency-Key had already made this version: the answer of that upload, nothing added."""
+    duplicate_episodes: int = 0
+    """How many of the upload's whole episodes repeat the content of an episode the dataset already held
+    (the same episodes uploaded again under other episode ids)."""
 
 
 class TagSet(StrictModel):
@@ -168,6 +219,12 @@ class TagSet(StrictModel):
 class TagPublic(BaseModel):
     name: str
     version: int
+
+
+class TagMoved(TagPublic):
+    """The answer to setting a tag: where it points now and where it pointed before (None: a new tag)."""
+
+    previous: int | None
 
 
 T = TypeVar("T")
@@ -216,3 +273,5 @@ class QueryResult(BaseModel):
     row_count: int
     truncated: bool
     """More rows matched than the cap; `rows` holds the first ones."""
+    total_rows: int | None = None
+    """How many rows the query gave before the cap; None when the service could not count them within its time limit."""

@@ -16,6 +16,8 @@ ROWS_HEADER = "X-Replaybank-Rows"
 """On a snapshot answer: how many rows the version holds."""
 TRUNCATED_HEADER = "X-Replaybank-Truncated"
 """On a query answer: `true` when the row cap cut the result."""
+TOTAL_ROWS_HEADER = "X-Replaybank-Total-Rows"
+"""On a query answer: how many rows the query gave before the cap, when the service could count them in time."""
 CHECKSUM_HEADER = "X-Checksum-Sha256"
 """On a version file: the SHA-256 of its bytes (also its ETag)."""
 

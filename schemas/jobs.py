@@ -294,6 +294,9 @@ class JobComplete(StrictModel):
 
 class JobFail(StrictModel):
     error: str = Field(min_length=1, max_length=8_000)
+    retry: bool = False
+    """The job could not run on this worker (e.g. its environment is missing): back to the queue for another
+    worker, counting the attempt, and failed with `error` once it was the last (REPLAYBANK_MAX_ATTEMPTS)."""
 
 
 class CollectResult(StrictModel):

@@ -22,15 +22,18 @@ from pydantic import TypeAdapter
 from schemas.dataset import (
     NAME_PATTERN,
     DatasetCreate,
+    DatasetPatch,
     DatasetPublic,
     DatasetSpec,
     FileEntry,
     Page,
+    TagMoved,
     TagPublic,
     VersionPublic,
     VersionStats,
 )
 from schemas.transition import EpisodeSummary, transition_schema
+from service import fingerprints
 from service import stats as statistics
 from service.catalog import Catalog, CatalogConflict, EpisodeState
 from service.catalog.tables import DatasetRow, FileRow, VersionRow
@@ -54,7 +57,14 @@ def _utc(moment: datetime) -> datetime:
 def dataset_rows(dataset_id: str, request: DatasetCreate, created_at: datetime, delta_version: int) -> tuple[DatasetRow, VersionRow]:
     """The catalog rows of a new dataset: the dataset itself and its empty version 0 at `delta_version`."""
     spec = DatasetSpec(observation=request.observation, action=request.action, env_id=request.env_id)
-    row = DatasetRow(id=dataset_id, name=request.name, spec=spec.model_dump(mode="json"), extra=request.metadata, created_at=created_at)
+    row = DatasetRow(
+        id=dataset_id,
+        name=request.name,
+        spec=spec.model_dump(mode="json"),
+        extra=request.metadata,
+        description=request.description,
+        created_at=created_at,
+    )
     first = VersionRow(
         dataset_id=dataset_id,
         version=0,
@@ -110,6 +120,7 @@ class Datasets:
         return DatasetPublic(
             name=row.name,
             metadata=row.extra,
+            description=row.description,
             created_at=_utc(row.created_at),
             latest_version=row.latest_version,
             rows=row.rows,
@@ -121,6 +132,21 @@ class Datasets:
         """By name; the cursor is the name of the last dataset shown."""
         rows = self.catalog.datasets(limit=limit + 1, after=cursor)
         return page(rows, limit, self.catalog.count_datasets(), self.public, lambda row: row.name)
+
+    def edit(self, name: str, patch: DatasetPatch) -> DatasetPublic:
+        """Replace the fields `patch` names: beside the table first (what recovery reads), then in the catalog."""
+        row = self.get(name)
+        with self.lock(row.id):
+            current = self.catalog.dataset_by_id(row.id)
+            if current is None:
+                raise not_found(f"dataset {name!r}", "name")
+            card = {"description": current.description, "metadata": current.extra, "env_id": current.spec.get("env_id")}
+            card.update(patch.model_dump(include=patch.model_fields_set))
+            self.storage.write_card(row.id, card)
+            self.catalog.edit_dataset(row.id, card["description"], card["metadata"], {**current.spec, "env_id": card["env_id"]})
+            edited = self.catalog.dataset_by_id(row.id)
+        assert edited is not None
+        return self.public(edited)
 
     def delete(self, name: str) -> None:
         """Remove the dataset and everything of its own: its Delta table, its catalog rows and its COMBO
@@ -170,6 +196,7 @@ class Datasets:
             "added_rows": version.added_rows,
             "episodes": version.episodes,
             "sources": version.stats.get("sources", {}),
+            "duplicate_episodes": version.stats.get("duplicate_episodes", 0),
             "created_at": _utc(version.created_at),
             "tags": tags,
         }
@@ -207,13 +234,13 @@ class Datasets:
         tags = [TagPublic(name=tag.name, version=tag.version) for tag in self.catalog.tags(self.get(name).id)]
         return Page(data=tags, count=len(tags))
 
-    def set_tag(self, name: str, tag: str, reference: str | int) -> int:
+    def set_tag(self, name: str, tag: str, reference: str | int) -> TagMoved:
         row = self.get(name)
         if tag == LATEST or tag.isdigit() or not _is_slug(tag):
             raise ApiError(422, "invalid", "a tag is a lowercase slug that is neither 'latest' nor a number", "tag")
         version = self.resolve(row, reference)
-        self.catalog.set_tag(row.id, tag, version.version)
-        return version.version
+        previous = self.catalog.set_tag(row.id, tag, version.version)
+        return TagMoved(name=tag, version=version.version, previous=previous)
 
     def delete_tag(self, name: str, tag: str) -> None:
         row = self.get(name)
@@ -227,6 +254,7 @@ class Datasets:
         previous: VersionRow,
         episodes: EpisodeSummary,
         moments: statistics.UploadMoments,
+        lanes: fingerprints.EpisodeLanes,
         prior: dict[int, EpisodeState],
         *,
         number: int,
@@ -237,19 +265,25 @@ class Datasets:
         created_at: datetime,
         added: list[DataFile] | None = None,
         checksums: dict[str, str] | None = None,
-    ) -> None:
-        """Write what a committed Delta version means into the catalog, in one transaction."""
+    ) -> int:
+        """Write what a committed Delta version means into the catalog, in one transaction. Returns how many
+        of the upload's whole episodes repeat the content of an episode already stored."""
         checksums = checksums or {}
         ids = episodes.episode_ids.tolist()
         prior_rows = np.array([prior[e].rows if e in prior else 0 for e in ids], dtype=np.int64)
         prior_returns = np.array([prior[e].reward_sum if e in prior else 0.0 for e in ids], dtype=np.float64)
         stats = statistics.advance(previous.stats, moments, episodes, prior_rows, prior_returns)
+        whole = fingerprints.whole_episodes(lanes, episodes, set(prior))
+        known = self.catalog.known_fingerprints(dataset.id, list(set(whole.values())))
+        duplicates = sum(1 for fingerprint in whole.values() if fingerprint in known)
+        stats["duplicate_episodes"] = duplicates
         updated = {
             episode_id: EpisodeState(
                 last_step=int(last_step),
                 rows=int(rows),
                 reward_sum=float(reward_sum),
                 ended_in=number if ended else None,
+                fingerprint=whole.get(episode_id),
             )
             for episode_id, last_step, rows, reward_sum, ended in zip(
                 ids,
@@ -287,6 +321,7 @@ class Datasets:
             stats=stats,
         )
         self.catalog.record_version(version, files, updated)
+        return duplicates
 
     # reading
 

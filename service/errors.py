@@ -109,9 +109,22 @@ async def _http_error(request: Request, error: StarletteHTTPException) -> JSONRe
     return envelope(status, code, message, getattr(error, "field", None), headers=headers)
 
 
+def _malformed_json(item: dict[str, Any], document: Any) -> dict[str, Any]:
+    """FastAPI reports broken JSON at `("body", <character offset>)`: name the body and say where it broke."""
+    position = item["loc"][-1] if isinstance(item["loc"][-1], int) else 0
+    text = document if isinstance(document, str) else ""
+    line = text.count("\n", 0, position) + 1
+    column = position - (text.rfind("\n", 0, position) + 1) + 1
+    reason = (item.get("ctx") or {}).get("error", "JSON decode error")
+    message = f"malformed JSON at line {line}, column {column} (character {position}): {reason}"
+    return {"field": "body", "message": message, "type": "json_invalid"}
+
+
 async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
     details = [
-        {"field": _field_name(item.get("loc", ())), "message": item.get("msg", ""), "type": item.get("type", "")}
+        _malformed_json(item, error.body)
+        if item.get("type") == "json_invalid"
+        else {"field": _field_name(item.get("loc", ())), "message": item.get("msg", ""), "type": item.get("type", "")}
         for item in error.errors()
     ]
     first = details[0] if details else {"field": None, "message": "invalid request"}

@@ -4,15 +4,17 @@ An Arrow stream or JSON rows are validated and written while they arrive (`BodyP
 to a reader thread), so an upload costs about the longer of the transfer and the write, not their sum;
 Parquet needs its footer first and is buffered whole, and so is a retry whose idempotency key is known.
 The commit is serialised per dataset (`Datasets.lock`) and catches the catalog up to the Delta log first.
-Nothing is visible before the commit; a failed upload leaves no file behind.
+Nothing is visible before the commit; a failed upload leaves no file behind. A client that hangs up
+before its whole body arrived is an ordinary event: one INFO line, nothing committed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import uuid
-from collections.abc import AsyncIterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,10 +22,12 @@ from typing import Any
 
 import anyio.to_thread
 import pyarrow as pa
+from starlette.requests import ClientDisconnect
 
 from schemas.dataset import AppendResult, DatasetSpec
 from schemas.http import ARROW_STREAM, IDEMPOTENCY_KEY_HEADER, PARQUET
 from schemas.transition import EpisodeSummary, TransitionError, conform, conform_rows, summarize_episodes
+from service import fingerprints
 from service import stats as statistics
 from service import uploads
 from service.catalog import EpisodeState
@@ -34,6 +38,8 @@ from service.errors import ApiError, not_found
 from service.recovery import catch_up
 from service.storage.datasets import DataFile, StagedFile
 
+log = logging.getLogger("replaybank.ingest")
+
 
 @dataclass(frozen=True)
 class PreparedUpload:
@@ -43,6 +49,7 @@ class PreparedUpload:
     staged: StagedFile
     episodes: EpisodeSummary
     moments: statistics.UploadMoments
+    lanes: fingerprints.EpisodeLanes
     batch_id: str
 
 
@@ -64,6 +71,16 @@ class Ingest:
         The size limit is enforced by the body-size middleware as the chunks arrive."""
         kind = uploads.media_type(content_type)
         await anyio.to_thread.run_sync(self.datasets.get, name)
+        counted = _CountedBody(body)
+        try:
+            return await self._append(name, counted, kind, idempotency_key)
+        except ClientDisconnect:
+            log.info(
+                "dataset %s: the client disconnected after %d bytes of its upload; nothing was committed", name, counted.received
+            )
+            raise ApiError(400, "bad_request", "the client disconnected before the whole body arrived", "body") from None
+
+    async def _append(self, name: str, body: AsyncIterable[bytes], kind: str, idempotency_key: str | None) -> AppendResult:
         if kind != PARQUET and not (idempotency_key and await anyio.to_thread.run_sync(self._knows_key, name, idempotency_key)):
             return await self._append_streamed(name, body, kind, idempotency_key)
         whole = bytearray()
@@ -118,10 +135,11 @@ class Ingest:
         except TransitionError as error:
             raise ApiError(422, "invalid_rows", error.message, error.field) from None
         del table
-        # The file write and the statistics both release the GIL: run them side by side.
+        # The file write, the statistics and the fingerprints all release the GIL: run them side by side.
         measuring = self._side_work.submit(statistics.measure, conformed.table, spec)
+        fingerprinting = self._side_work.submit(fingerprints.measure, conformed.table)
         staged = self.storage.stage(row.id, conformed.table)
-        return PreparedUpload(row.id, staged, conformed.episodes, measuring.result(), batch_id)
+        return PreparedUpload(row.id, staged, conformed.episodes, measuring.result(), fingerprinting.result(), batch_id)
 
     def _prepare_stream(self, name: str, source: Any, kind: str) -> PreparedUpload:
         """Validate and stage an Arrow stream or JSON body part by part as it is read from `source` (a blocking
@@ -143,6 +161,7 @@ class Ingest:
         writer = self.storage.staging_writer(row.id)
         try:
             moments: statistics.UploadMoments | None = None
+            lanes: fingerprints.EpisodeLanes | None = None
             episode_columns: list[pa.Table] = []
             offset = 0
             for table in parts:
@@ -153,12 +172,14 @@ class Ingest:
                 except TransitionError as error:
                     raise ApiError(422, "invalid_rows", error.shifted(offset).message, error.field) from None
                 measuring = self._side_work.submit(statistics.measure, part, spec)
+                fingerprinting = self._side_work.submit(fingerprints.measure, part)
                 writer.write(part)
                 episode_columns.append(part.select(["episode_id", "step", "reward", "terminal", "truncated"]))
-                part_moments = measuring.result()
+                part_moments, part_lanes = measuring.result(), fingerprinting.result()
                 moments = part_moments if moments is None else moments.merge(part_moments)
+                lanes = part_lanes if lanes is None else lanes.merge(part_lanes)
                 offset += part.num_rows
-            if moments is None:
+            if moments is None or lanes is None:
                 raise ApiError(422, "invalid_rows", "the upload has no rows", "rows")
             try:
                 episodes = summarize_episodes(pa.concat_tables(episode_columns))
@@ -168,7 +189,7 @@ class Ingest:
         except BaseException:
             writer.abort()
             raise
-        return PreparedUpload(row.id, staged, episodes, moments, batch_id)
+        return PreparedUpload(row.id, staged, episodes, moments, lanes, batch_id)
 
     def _discard(self, prepared: PreparedUpload) -> None:
         self.storage.discard(prepared.dataset_id, prepared.staged)
@@ -206,12 +227,13 @@ class Ingest:
                     {"version": number, "idempotency_key": idempotency_key, "body_sha256": body_sha256, "batch_id": prepared.batch_id},
                 )
                 committed = True
-                self.datasets.record_version(
+                duplicates = self.datasets.record_version(
                     current,
                     spec,
                     previous,
                     prepared.episodes,
                     prepared.moments,
+                    prepared.lanes,
                     prior,
                     number=number,
                     delta_version=delta_version,
@@ -226,7 +248,7 @@ class Ingest:
             if not committed:
                 self._discard(prepared)
         self.compaction.schedule(row.id)
-        return AppendResult(version=number, rows=prepared.moments.rows)
+        return AppendResult(version=number, rows=prepared.moments.rows, duplicate_episodes=duplicates)
 
     def _earlier_answer(self, dataset_id: str, key: str, body_sha256: str) -> AppendResult | None:
         earlier = self.catalog.version_by_key(dataset_id, key)
@@ -236,7 +258,25 @@ class Ingest:
             raise ApiError(
                 409, "idempotency_conflict", f"this {IDEMPOTENCY_KEY_HEADER} was used with a different body", IDEMPOTENCY_KEY_HEADER
             )
-        return AppendResult(version=earlier.version, rows=earlier.added_rows)
+        return AppendResult(
+            version=earlier.version,
+            rows=earlier.added_rows,
+            replayed=True,
+            duplicate_episodes=earlier.stats.get("duplicate_episodes", 0),
+        )
+
+
+class _CountedBody:
+    """The upload body, counting the bytes that arrived (for the log line of an upload cut short)."""
+
+    def __init__(self, body: AsyncIterable[bytes]) -> None:
+        self._body = body
+        self.received = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._body:
+            self.received += len(chunk)
+            yield chunk
 
 
 def _check_continuation(episodes: EpisodeSummary, prior: dict[int, EpisodeState]) -> None:

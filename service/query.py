@@ -29,6 +29,8 @@ class QueryResult:
     table: pa.Table
     truncated: bool
     """More rows matched than the cap allows; `table` holds the first ones."""
+    total_rows: int | None
+    """How many rows matched: counted within the time limit when truncated; None if the count ran out of time."""
 
 
 def check_statement(sql: str) -> str:
@@ -77,11 +79,23 @@ class QueryRunner:
                 raise ApiError(422, "query_timeout", f"the query ran longer than {self.timeout:g} s and was stopped", "sql") from None
             except duckdb.Error as error:
                 raise ApiError(422, "invalid_sql", _first_line(str(error)), "sql") from None
+            truncated = table.num_rows > cap
+            total_rows = _count(connection, query) if truncated else table.num_rows
         finally:
             timer.cancel()
             connection.close()
-        truncated = table.num_rows > cap
-        return QueryResult(table=_integers_as_int64(table.slice(0, cap) if truncated else table), truncated=truncated)
+        return QueryResult(
+            table=_integers_as_int64(table.slice(0, cap) if truncated else table), truncated=truncated, total_rows=total_rows
+        )
+
+
+def _count(connection: duckdb.DuckDBPyConnection, query: str) -> int | None:
+    """How many rows `query` gives, or None when the time limit's interrupt stops the count first."""
+    try:
+        [(counted,)] = connection.sql(query).count("*").fetchall()
+    except duckdb.InterruptException:
+        return None
+    return int(counted)
 
 
 def _integers_as_int64(table: pa.Table) -> pa.Table:

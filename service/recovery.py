@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 
 from schemas.dataset import DatasetCreate
 from schemas.transition import summarize_episodes, transition_schema
+from service import fingerprints
 from service import stats as statistics
 from service.catalog import CatalogConflict
 from service.datasets import Datasets, dataset_rows, spec_of
@@ -49,6 +50,7 @@ def catch_up(datasets: Datasets, dataset_id: str) -> int:
             latest,
             episodes,
             statistics.measure(table, spec),
+            fingerprints.measure(table),
             prior,
             number=number,
             delta_version=commit.delta_version,
@@ -95,8 +97,9 @@ def reconcile(datasets: Datasets) -> None:
 def _adopt(datasets: Datasets, dataset_id: str) -> None:
     """Register a Delta table the catalog does not know (a lost catalog, or a crash inside `create`).
 
-    Version 0's commit carries the creation request, so name, spec and metadata come back as they were;
-    `catch_up` then replays every later commit.
+    Version 0's commit carries the creation request, so name, spec and metadata come back as they were,
+    with the edits the card beside the table records (`DatasetStorage.write_card`); `catch_up` then
+    replays every later commit.
     """
     storage = datasets.storage
     commits = storage.commits(dataset_id)
@@ -104,6 +107,9 @@ def _adopt(datasets: Datasets, dataset_id: str) -> None:
         log.error("table %s is not a replaybank dataset (no creation record); left alone", storage.path(dataset_id))
         return
     request = DatasetCreate.model_validate_json(commits[0].metadata["dataset"])
+    card = storage.card(dataset_id)
+    if card is not None:  # edited since its creation: the card beside the table says how it is now
+        request = request.model_copy(update=card)
     created_at = datetime.fromtimestamp(commits[0].timestamp_ms / 1000, timezone.utc)
     try:
         datasets.catalog.add_dataset(*dataset_rows(dataset_id, request, created_at, commits[0].delta_version))

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.dataset import QueryColumn, QueryRequest, QueryResult
-from schemas.http import ARROW_STREAM, JSON, PARQUET, ROWS_HEADER, TRUNCATED_HEADER, VERSION_HEADER
+from schemas.http import ARROW_STREAM, JSON, PARQUET, ROWS_HEADER, TOTAL_ROWS_HEADER, TRUNCATED_HEADER, VERSION_HEADER
 from service.datasets import Datasets
 from service.errors import ApiError
 from service.query import QueryRunner, json_rows
@@ -90,6 +90,8 @@ def query_answer(datasets: Datasets, queries: QueryRunner, name: str, request: Q
     pinned, _schema, rows = datasets.pinned(name, str(request.version))
     result = queries.run(request.sql, rows, request.max_rows)
     headers = {VERSION_HEADER: str(pinned.version), TRUNCATED_HEADER: str(result.truncated).lower()}
+    if result.total_rows is not None:
+        headers[TOTAL_ROWS_HEADER] = str(result.total_rows)
     if ARROW_STREAM in (accept or ""):
         return Answer(_arrow_bytes(result.table), ARROW_STREAM, headers)
     body = QueryResult(
@@ -98,6 +100,7 @@ def query_answer(datasets: Datasets, queries: QueryRunner, name: str, request: Q
         rows=json_rows(result.table),
         row_count=result.table.num_rows,
         truncated=result.truncated,
+        total_rows=result.total_rows,
     )
     return Answer(body.model_dump_json().encode(), JSON, headers)
 

@@ -11,11 +11,13 @@ from fastapi.responses import FileResponse, StreamingResponse
 from schemas.dataset import (
     AppendResult,
     DatasetCreate,
+    DatasetPatch,
     DatasetPublic,
     Page,
     QueryRequest,
     QueryResult,
     TAG_PATTERN,
+    TagMoved,
     TagPublic,
     TagSet,
     VersionFiles,
@@ -56,6 +58,12 @@ def get_dataset(name: str, services: ServicesDep, _: ReadDep) -> DatasetPublic:
     return services.datasets.public(services.datasets.get(name))
 
 
+@router.patch("/{name}", response_model=DatasetPublic, responses=errors(404))
+def edit_dataset(name: str, patch: DatasetPatch, services: ServicesDep, _: WriteDep) -> DatasetPublic:
+    """Replace the description (a Markdown card), the metadata or `env_id`; the spec stays as created."""
+    return services.datasets.edit(name, patch)
+
+
 @router.delete("/{name}", status_code=204, responses=errors(404, 409))
 def delete_dataset(name: str, services: ServicesDep, _: AdminDep) -> Response:
     services.datasets.delete(name)
@@ -66,19 +74,26 @@ def delete_dataset(name: str, services: ServicesDep, _: AdminDep) -> Response:
     "/{name}/transitions",
     status_code=201,
     response_model=AppendResult,
-    responses=errors(404, 409, 415),
+    responses={
+        200: {"model": AppendResult, "description": "a replay: the Idempotency-Key already made this version"},
+        **errors(404, 409, 415),
+    },
     openapi_extra=raw_body(ARROW_STREAM, PARQUET, json_schema=JSON_ROWS),
 )
 async def append_transitions(
     name: str,
     request: Request,
+    response: Response,
     services: ServicesDep,
     principal: AuthenticatedDep,
     idempotency_key: IdempotencyKey = None,
 ) -> AppendResult:
     if not await run_in_threadpool(may_append, principal, name, services, request.headers.get(LEASE_HEADER)):
         raise ApiError(403, "forbidden", f"this token may not append to {name!r}", "Authorization")
-    return await services.ingest.append(name, request.stream(), request.headers.get("content-type"), idempotency_key)
+    result = await services.ingest.append(name, request.stream(), request.headers.get("content-type"), idempotency_key)
+    if result.replayed:
+        response.status_code = 200
+    return result
 
 
 @router.get("/{name}/versions", response_model=Page[VersionPublic], responses=errors(404))
@@ -96,9 +111,9 @@ def list_tags(name: str, services: ServicesDep, _: ReadDep) -> Page[TagPublic]:
     return services.datasets.tags(name)
 
 
-@router.put("/{name}/tags/{tag}", response_model=TagPublic, responses=errors(404))
-def set_tag(name: str, tag: Annotated[str, Path(json_schema_extra={"pattern": TAG_PATTERN})], request: TagSet, services: ServicesDep, _: WriteDep) -> TagPublic:
-    return TagPublic(name=tag, version=services.datasets.set_tag(name, tag, request.version))
+@router.put("/{name}/tags/{tag}", response_model=TagMoved, responses=errors(404))
+def set_tag(name: str, tag: Annotated[str, Path(json_schema_extra={"pattern": TAG_PATTERN})], request: TagSet, services: ServicesDep, _: WriteDep) -> TagMoved:
+    return services.datasets.set_tag(name, tag, request.version)
 
 
 @router.delete("/{name}/tags/{tag}", status_code=204, responses=errors(404))

@@ -68,6 +68,8 @@ async def complete(job_id: str, done: JobComplete, lease: LeaseHeader, protocol:
 
 @router.post("/jobs/{job_id}/fail", responses=HELD_JOB)
 async def fail(job_id: str, failure: JobFail, lease: LeaseHeader, protocol: ProtocolDep, _: WorkerDep) -> JobPublic:
+    """The job failed with `error`; with `retry: true` it goes back to the queue for another worker, this
+    attempt counted, and fails with `error` after the last attempt."""
     return await protocol.fail(job_id, lease, failure)
 
 

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, delete, event, func, select, update
+from sqlalchemy import Engine, create_engine, delete, event, func, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,6 +31,7 @@ class EpisodeState:
     rows: int
     reward_sum: float
     ended_in: int | None
+    fingerprint: str | None = None
 
 
 def make_engine(url: str) -> Engine:
@@ -58,7 +59,25 @@ class Catalog:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_all(self) -> None:
+        """Make the tables a new catalog lacks, and the columns (with their indexes) an older one lacks."""
         Base.metadata.create_all(self.engine)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        inspector = inspect(self.engine)
+        preparer = self.engine.dialect.identifier_preparer
+        with self.engine.begin() as connection:
+            for table in Base.metadata.sorted_tables:
+                present = {column["name"] for column in inspector.get_columns(table.name)}
+                missing = [column for column in table.columns if column.name not in present]
+                for column in missing:
+                    kind = column.type.compile(dialect=self.engine.dialect)
+                    connection.exec_driver_sql(
+                        f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {preparer.format_column(column)} {kind}"
+                    )
+                if missing:
+                    for index in table.indexes:
+                        index.create(connection, checkfirst=True)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -109,6 +128,12 @@ class Catalog:
             query = query.limit(limit)
         with self.session() as session:
             return list(session.scalars(query))
+
+    def edit_dataset(self, dataset_id: str, description: str | None, extra: dict[str, Any], spec: dict[str, Any]) -> None:
+        with self.session() as session:
+            session.execute(
+                update(DatasetRow).where(DatasetRow.id == dataset_id).values(description=description, extra=extra, spec=spec)
+            )
 
     def count_datasets(self) -> int:
         with self.session() as session:
@@ -195,8 +220,23 @@ class Catalog:
                 for row in session.scalars(
                     select(EpisodeRow).where(EpisodeRow.dataset_id == dataset_id, EpisodeRow.episode_id.in_(chunk))
                 ):
-                    states[row.episode_id] = EpisodeState(row.last_step, row.rows, row.reward_sum, row.ended_in)
+                    states[row.episode_id] = EpisodeState(row.last_step, row.rows, row.reward_sum, row.ended_in, row.fingerprint)
         return states
+
+    def known_fingerprints(self, dataset_id: str, fingerprints: list[str]) -> set[str]:
+        """Those of `fingerprints` that some stored episode of the dataset has."""
+        found: set[str] = set()
+        with self.session() as session:
+            for start in range(0, len(fingerprints), EPISODE_QUERY_CHUNK):
+                chunk = fingerprints[start : start + EPISODE_QUERY_CHUNK]
+                found.update(
+                    session.scalars(
+                        select(EpisodeRow.fingerprint).where(
+                            EpisodeRow.dataset_id == dataset_id, EpisodeRow.fingerprint.in_(chunk)
+                        )
+                    )
+                )
+        return found
 
     # files
 
@@ -220,9 +260,13 @@ class Catalog:
         with self.session() as session:
             return session.get(TagRow, (dataset_id, name))
 
-    def set_tag(self, dataset_id: str, name: str, version: int) -> None:
+    def set_tag(self, dataset_id: str, name: str, version: int) -> int | None:
+        """Point the tag at `version`; returns the version it pointed at before (None for a new tag)."""
         with self.session() as session:
+            existing = session.get(TagRow, (dataset_id, name), with_for_update=True)
+            previous = existing.version if existing is not None else None
             session.merge(TagRow(dataset_id=dataset_id, name=name, version=version))
+            return previous
 
     def remove_tag(self, dataset_id: str, name: str) -> bool:
         with self.session() as session:

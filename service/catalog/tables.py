@@ -1,11 +1,15 @@
-"""The catalog's tables (SQLAlchemy 2 declarative). Other modules add their tables on the same `Base`."""
+"""The catalog's tables (SQLAlchemy 2 declarative). Other modules add their tables on the same `Base`.
+
+A column added to a table after catalogs were made must be nullable: `Catalog.create_all` adds it, with
+its indexes, to a catalog that lacks it.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -27,6 +31,8 @@ class DatasetRow(Base):
     """DatasetSpec as JSON: observation, action, env_id."""
     extra: Mapped[dict[str, Any]]
     """The user's free metadata."""
+    description: Mapped[str | None] = mapped_column(Text, default=None)
+    """The dataset card, in Markdown."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     latest_version: Mapped[int] = mapped_column(Integer, default=0)
     rows: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -78,6 +84,7 @@ class EpisodeRow(Base):
     """Where each episode stands after the latest version: ended, or open at its last step."""
 
     __tablename__ = "dataset_episodes"
+    __table_args__ = (Index("ix_dataset_episodes_fingerprint", "dataset_id", "fingerprint"),)
 
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True)
     episode_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
@@ -86,6 +93,8 @@ class EpisodeRow(Base):
     reward_sum: Mapped[float] = mapped_column(Float)
     ended_in: Mapped[int | None] = mapped_column(Integer, default=None)
     """The version whose upload ended the episode; None while it is open."""
+    fingerprint: Mapped[str | None] = mapped_column(String(32), default=None)
+    """A hash of the episode's content (`service.fingerprints`) when one upload held it whole."""
 
 
 class TokenRow(Base):

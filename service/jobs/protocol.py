@@ -188,14 +188,39 @@ class WorkerProtocol:
         return job_public(row)
 
     async def fail(self, job_id: str, token: str, failure: JobFail) -> JobPublic:
+        """The job failed, or with `retry` goes back to the queue with the reason while attempts are left."""
+        if failure.retry:
+            row = await self.catalog.run(lambda session: held_job(session, job_id, token))
+            lease = Lease(job_id, token, row.attempts)
+            if not self.queue.is_last(lease):
+                return await self._retry(lease, failure.error)
+            error = f"gave up after {lease.attempt} attempts: {failure.error}"
+        else:
+            error = failure.error
+
         def mark(session: Session) -> JobRow:
             row = held_job(session, job_id, token)
             now = utcnow()
-            row.status, row.error, row.lease, row.finished_at, row.updated_at = "failed", failure.error, None, now, now
+            row.status, row.error, row.lease, row.finished_at, row.updated_at = "failed", error, None, now, now
             return row
 
         row = await self.catalog.run(mark)
         await self.queue.remove(job_id)
+        return job_public(row)
+
+    async def _retry(self, lease: Lease, reason: str) -> JobPublic:
+        def requeue(session: Session) -> JobRow:
+            held = held_job(session, lease.job_id, lease.token)
+            held.error = f"attempt {lease.attempt} of {self.queue.max_attempts}: {reason}; waiting for another worker"
+            held.status, held.lease, held.worker, held.updated_at = "queued", None, None, utcnow()
+            held.attempts = lease.attempts_kept(count_attempt=True)
+            return held
+
+        # The row first, so a claim made the moment the queue lets go finds the job queued, not held. A lease
+        # that lapsed meanwhile stays in the queue, and the next claim takes it over as the next attempt,
+        # the same count.
+        row = await self.catalog.run(requeue)
+        await self.queue.release(lease, count_attempt=True)
         return job_public(row)
 
     async def release(self, job_id: str, token: str) -> JobPublic:
@@ -207,7 +232,7 @@ class WorkerProtocol:
         def requeue(session: Session) -> JobRow:
             held = held_job(session, job_id, token)
             held.status, held.lease, held.worker, held.updated_at = "queued", None, None, utcnow()
-            held.attempts = lease.attempts_after_release
+            held.attempts = lease.attempts_kept(count_attempt=False)
             return held
 
         return job_public(await self.catalog.run(requeue))

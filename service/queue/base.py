@@ -4,11 +4,13 @@ The catalog holds what a job is and how it stands; the queue only hands job ids 
 leases. A lease that is not renewed within `lease_seconds` lapses and the job goes to the next
 worker that claims, as the next attempt; after `max_attempts` lapsed attempts the queue gives up and
 reports the job as exhausted. A lease given back on purpose (`release`, a worker shutting down) does
-not count as an attempt.
+not count as an attempt; one given back because the worker could not run the job
+(`release(..., count_attempt=True)`) does.
 
 The queue is the one source of a job's attempt count: a claim's `Lease.attempt` says which attempt
-it is, `Lease.attempts_after_release` what stays counted once it is given back, and `Exhausted.attempts`
-how many lapsed. The job's catalog row only records those numbers for users to see.
+it is, `Lease.attempts_kept` what stays counted once it is given back, `JobQueue.is_last` whether no
+attempt is left after it, and `Exhausted.attempts` how many were used. The job's catalog row only
+records those numbers for users to see.
 """
 
 from __future__ import annotations
@@ -29,10 +31,9 @@ class Lease:
     attempt: int
     """1 for the first try; re-claims after a lapsed lease count up."""
 
-    @property
-    def attempts_after_release(self) -> int:
-        """The attempts still counted once this lease is given back on purpose: this one is not."""
-        return self.attempt - 1
+    def attempts_kept(self, count_attempt: bool) -> int:
+        """The attempts still counted once this lease is given back: this one only when `count_attempt`."""
+        return self.attempt if count_attempt else self.attempt - 1
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,13 @@ class JobQueue(ABC):
         """Extend a lease by `lease_seconds`; False when it lapsed and someone else holds the job."""
 
     @abstractmethod
-    async def release(self, lease: Lease) -> bool:
-        """Give a held job back, claimable at once, without counting this attempt; False if not held."""
+    async def release(self, lease: Lease, count_attempt: bool = False) -> bool:
+        """Give a held job back, claimable at once; this attempt counts only when `count_attempt`. False if
+        not held."""
+
+    def is_last(self, lease: Lease) -> bool:
+        """Whether `lease` holds the job's last attempt: once it counts, the job is exhausted."""
+        return lease.attempt >= self.max_attempts
 
     @abstractmethod
     async def remove(self, job_id: str) -> None:

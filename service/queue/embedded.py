@@ -115,13 +115,13 @@ class EmbeddedJobQueue(JobQueue):
             ).rowcount
         return bool(renewed)
 
-    async def release(self, lease: Lease) -> bool:
-        released = await asyncio.to_thread(self._release, lease)
+    async def release(self, lease: Lease, count_attempt: bool = False) -> bool:
+        released = await asyncio.to_thread(self._release, lease, count_attempt)
         if released:
             self._notify()
         return released
 
-    def _release(self, lease: Lease) -> bool:
+    def _release(self, lease: Lease, count_attempt: bool) -> bool:
         with Session(self._engine) as session, session.begin():
             released = session.execute(
                 update(QueueEntryRow)
@@ -130,7 +130,7 @@ class EmbeddedJobQueue(JobQueue):
                     lease_token=None,
                     lease_expires_at=None,
                     enqueued_at=time.time(),
-                    prior_attempts=lease.attempts_after_release,
+                    prior_attempts=lease.attempts_kept(count_attempt),
                     deliveries=0,
                 )
             ).rowcount

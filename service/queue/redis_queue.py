@@ -5,7 +5,8 @@ A claim reads with XREADGROUP under a consumer name made for that claim, so the 
 consumer *is* the lease: renewing resets its idle time (XCLAIM JUSTID by the owner), and XAUTOCLAIM
 hands entries idle for longer than the lease to the next claimant, counting a delivery. The attempt
 number is `prior` plus the entry's delivery count; releasing re-adds the job as a fresh entry with
-`prior` set so the released attempt is not counted. A hash maps job ids to their current entry.
+`prior` set so the released attempt is counted or not, as the release asked. A hash maps job ids to
+their current entry.
 """
 
 from __future__ import annotations
@@ -153,6 +154,9 @@ class RedisJobQueue(JobQueue):
                 )
                 if answer:
                     lease = await self._first_of(answer, consumer)
+                    if lease.attempt > self.max_attempts:  # released with its last attempt counted
+                        await self.remove(lease.job_id)
+                        return Exhausted(lease.job_id, lease.attempt - 1)
                     holding = True
                     return lease
                 if loop.time() >= deadline:
@@ -211,14 +215,14 @@ class RedisJobQueue(JobQueue):
         channel, entry_id, consumer = parsed
         return bool(await self._renew(keys=[self._stream(channel)], args=[GROUP, consumer, entry_id]))
 
-    async def release(self, lease: Lease) -> bool:
+    async def release(self, lease: Lease, count_attempt: bool = False) -> bool:
         parsed = self._parse(lease.token)
         if parsed is None:
             return False
         channel, entry_id, consumer = parsed
         released = await self._release(
             keys=[self._stream(channel), self._entries],
-            args=[GROUP, consumer, entry_id, lease.job_id, lease.attempts_after_release, channel],
+            args=[GROUP, consumer, entry_id, lease.job_id, lease.attempts_kept(count_attempt), channel],
         )
         return bool(released)
 

@@ -33,6 +33,8 @@ STATS_COLUMNS = ("episode_id", "step", "reward")
 COMPACTION_KEY = "compaction"
 """Custom metadata of a compaction commit (no `version` key): merged file -> the first file it replaced."""
 KEEP_LOG = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
+CARD_FILE = "_replaybank_card.json"
+"""Beside the Delta log: what the dataset's editable fields are now (see `DatasetStorage.write_card`)."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,34 @@ class DatasetStorage:
             commit_properties=CommitProperties(custom_metadata=_prefixed(metadata)),
             post_commithook_properties=KEEP_LOG,
         )
+
+    def write_card(self, dataset_id: str, card: dict[str, Any]) -> None:
+        """Keep the dataset's editable fields (description, metadata, env_id) beside its table, replaced
+        atomically (a temporary file, fsync, rename). Version 0's commit holds the dataset as created; this
+        file what edits made of it, so a catalog rebuilt from the table keeps them. No Delta commit: an edit
+        changes no data, and must not become a Delta version that the version mapping and compaction skip."""
+        folder = self.path(dataset_id)
+        temporary = folder / f".{CARD_FILE}.{uuid.uuid4().hex}"
+        try:
+            with open(temporary, "w", encoding="utf-8") as file:
+                json.dump(card, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, folder / CARD_FILE)
+        finally:
+            temporary.unlink(missing_ok=True)
+        directory = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    def card(self, dataset_id: str) -> dict[str, Any] | None:
+        """The editable fields `write_card` last kept; None when the dataset was never edited."""
+        path = self.path(dataset_id) / CARD_FILE
+        if not path.exists():
+            return None
+        return json.loads(path.read_text(encoding="utf-8"))
 
     def staging_writer(self, dataset_id: str) -> StagingWriter:
         """A new Parquet file in the table's folder, written part by part; invisible to every version until `commit`."""

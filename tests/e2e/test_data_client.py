@@ -109,7 +109,7 @@ def test_a_retried_upload_with_the_same_key_adds_nothing(client, dataset) -> Non
     first = client.upload(dataset, table, idempotency_key="key-1")
     again = client.upload(dataset, table, idempotency_key="key-1")
 
-    assert first == again
+    assert (again.version, again.rows, again.replayed) == (first.version, first.rows, True)
     assert client.get_dataset(dataset).latest_version == 1
     with pytest.raises(ReplaybankError) as refused:
         client.upload(dataset, rows(2, 6, seed=3), idempotency_key="key-1")

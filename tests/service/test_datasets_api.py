@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from schemas.transition import CLIENT_COLUMNS
 from tests.factories import upload_rows as rows
-from tests.service.conftest import ADMIN, GRID, HOPPER, MakeClient, append
+from tests.service.conftest import ADMIN, ARROW, GRID, HOPPER, PARQUET, MakeClient, append, json_body, parquet_body
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -61,7 +61,8 @@ def test_statistics_accumulate_over_versions_and_match_the_rows(hopper: TestClie
     ]
     for number, table in enumerate(uploads, start=1):
         response = append(hopper, table)
-        assert response.status_code == 201 and response.json() == {"version": number, "rows": table.num_rows}
+        assert response.status_code == 201
+        assert response.json() == {"version": number, "rows": table.num_rows, "replayed": False, "duplicate_episodes": 0}
 
     listed = hopper.get("/v1/datasets/hopper/versions", headers=ADMIN).json()
     assert [v["version"] for v in listed["data"]] == [3, 2, 1, 0]
@@ -97,18 +98,71 @@ def test_a_retry_with_the_same_key_returns_the_first_answer_and_adds_nothing(hop
     table = rows(episodes=1, length=5)
     first = append(hopper, table, key="upload-1")
     retry = append(hopper, table, key="upload-1")
-    assert first.status_code == retry.status_code == 201 and retry.json() == first.json() == {"version": 1, "rows": 5}
+    assert first.status_code == 201 and first.json() == {"version": 1, "rows": 5, "replayed": False, "duplicate_episodes": 0}
+    assert retry.status_code == 200 and retry.json() == {"version": 1, "rows": 5, "replayed": True, "duplicate_episodes": 0}
     assert hopper.get("/v1/datasets/hopper", headers=ADMIN).json()["rows"] == 5
     different = append(hopper, rows(episodes=1, length=5, first_episode=9), key="upload-1")
     assert different.status_code == 409 and different.json()["error"]["field"] == "Idempotency-Key"
     assert hopper.get("/v1/datasets/hopper", headers=ADMIN).json()["latest_version"] == 1
 
 
+def shifted(table: pa.Table, by: int) -> pa.Table:
+    """The same rows under other episode ids (as a file uploaded again gets fresh ones)."""
+    ids = pa.array(table.column("episode_id").to_numpy() + by)
+    return table.set_column(table.schema.get_field_index("episode_id"), "episode_id", ids)
+
+
+def small_batches(table: pa.Table) -> bytes:
+    """An Arrow stream cut into two-row batches: the service sees the body in many parts."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        for batch in table.to_batches(max_chunksize=2):
+            writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+def test_whole_episodes_already_stored_under_other_ids_are_counted(hopper: TestClient) -> None:
+    original = rows(episodes=3, length=5, seed=1)
+    assert append(hopper, original).json()["duplicate_episodes"] == 0
+
+    again = hopper.post(
+        "/v1/datasets/hopper/transitions", content=parquet_body(shifted(original, 100)), headers={**ADMIN, **PARQUET}
+    )
+    streamed = hopper.post(
+        "/v1/datasets/hopper/transitions", content=small_batches(shifted(original, 200)), headers={**ADMIN, **ARROW}
+    )
+    as_json = hopper.post("/v1/datasets/hopper/transitions", json=json_body(shifted(original, 300)), headers=ADMIN)
+
+    for answer in (again, streamed, as_json):
+        assert answer.status_code == 201 and answer.json()["duplicate_episodes"] == 3, answer.text
+    assert hopper.get("/v1/datasets/hopper", headers=ADMIN).json()["rows"] == 60  # noticed, not refused
+    assert hopper.get("/v1/datasets/hopper/versions/2", headers=ADMIN).json()["duplicate_episodes"] == 3
+    listed = hopper.get("/v1/datasets/hopper/versions", headers=ADMIN).json()["data"]
+    assert [version["duplicate_episodes"] for version in listed] == [3, 3, 3, 0, 0]
+    one_old_one_new = pa.concat_tables([shifted(original.slice(5, 5), 400), rows(episodes=1, length=5, first_episode=500, seed=9)])
+    assert append(hopper, one_old_one_new, key="mixed").json()["duplicate_episodes"] == 1
+    replayed = append(hopper, one_old_one_new, key="mixed").json()
+    assert replayed["replayed"] is True and replayed["duplicate_episodes"] == 1
+    changed = original.set_column(original.schema.get_field_index("reward"), "reward", pa.array(np.ones(15, np.float32)))
+    assert append(hopper, shifted(changed, 600)).json()["duplicate_episodes"] == 0
+
+
+def test_an_episode_spread_over_uploads_is_never_counted_as_a_duplicate(hopper: TestClient) -> None:
+    whole = rows(episodes=1, length=6, seed=2)
+    append(hopper, whole)
+    append(hopper, shifted(whole.slice(0, 3), 10))  # episode 10 stays open
+    finished = append(hopper, shifted(whole.slice(3, 3), 10))
+    assert finished.status_code == 201 and finished.json()["duplicate_episodes"] == 0
+    catalog = hopper.app.state.services.catalog
+    states = catalog.episodes(catalog.dataset("hopper").id, [0, 10])
+    assert states[0].fingerprint is not None and states[10].fingerprint is None
+
+
 def test_tags_latest_and_numbers_are_interchangeable(hopper: TestClient) -> None:
     append(hopper, rows(episodes=1, length=5))
     append(hopper, rows(episodes=1, length=5, first_episode=1))
     tagged = hopper.put("/v1/datasets/hopper/tags/first", json={"version": 1}, headers=ADMIN)
-    assert tagged.status_code == 200 and tagged.json() == {"name": "first", "version": 1}
+    assert tagged.status_code == 200 and tagged.json() == {"name": "first", "version": 1, "previous": None}
     assert hopper.put("/v1/datasets/hopper/tags/newest", json={"version": "latest"}, headers=ADMIN).json()["version"] == 2
     assert hopper.put("/v1/datasets/hopper/tags/also-first", json={"version": "first"}, headers=ADMIN).json()["version"] == 1
     for reference, rows_expected in (("first", 5), ("1", 5), ("latest", 10), ("newest", 10)):
@@ -124,6 +178,18 @@ def test_tags_latest_and_numbers_are_interchangeable(hopper: TestClient) -> None
     assert hopper.delete("/v1/datasets/hopper/tags/first", headers=ADMIN).status_code == 204
     assert hopper.get("/v1/datasets/hopper/versions/first", headers=ADMIN).status_code == 404
     assert hopper.delete("/v1/datasets/hopper/tags/first", headers=ADMIN).status_code == 404
+
+
+def test_moving_a_tag_says_where_it_pointed_before(hopper: TestClient) -> None:
+    append(hopper, rows(episodes=1, length=5))
+    append(hopper, rows(episodes=1, length=5, first_episode=1))
+    assert hopper.put("/v1/datasets/hopper/tags/best", json={"version": 1}, headers=ADMIN).json()["previous"] is None
+
+    moved = hopper.put("/v1/datasets/hopper/tags/best", json={"version": "latest"}, headers=ADMIN)
+
+    assert moved.status_code == 200 and moved.json() == {"name": "best", "version": 2, "previous": 1}
+    listed = hopper.get("/v1/datasets/hopper/tags", headers=ADMIN).json()
+    assert listed["data"] == [{"name": "best", "version": 2}]
 
 
 def body_chunks(client: TestClient, path: str, headers: dict[str, str]) -> tuple[int, list[bytes]]:
@@ -261,6 +327,18 @@ def test_every_error_uses_the_envelope(hopper: TestClient) -> None:
     for response, status, code in cases:
         assert response.status_code == status, response.text
         assert set(response.json()) <= {"error", "details"} and response.json()["error"]["code"] == code
+
+
+def test_a_malformed_json_body_is_blamed_on_the_body_and_says_where_it_broke(hopper: TestClient) -> None:
+    json_headers = {**ADMIN, "Content-Type": "application/json"}
+    job = hopper.post("/v1/jobs", content=b'{"kind": "train",', headers=json_headers)
+    assert job.status_code == 422, job.text
+    error = job.json()["error"]
+    assert error["field"] == "body" and "line 1, column 18" in error["message"], error
+    dataset = hopper.post("/v1/datasets", content=b'{\n  "name": "x",\n  "observation": }', headers=json_headers)
+    assert dataset.json()["error"]["field"] == "body" and "line 3, column 18" in dataset.json()["error"]["message"]
+    assert hopper.get("/v1/jobs", headers=ADMIN).json()["count"] == 0
+    assert hopper.get("/v1/datasets", headers=ADMIN).json()["count"] == 1
 
 
 def test_discrete_dataset_round_trip(client: TestClient) -> None:

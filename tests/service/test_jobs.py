@@ -353,6 +353,35 @@ def test_fail_records_the_error(start) -> None:
     assert claim(client) is None
 
 
+def test_a_job_handed_back_with_a_reason_is_queued_again_and_fails_after_its_last_attempt(start) -> None:
+    client = start(max_attempts=2)
+    job = submit(client)
+    reason = "cannot make environment 'LunarLander-v3': Box2D is not installed"
+    first = claim(client)
+    assert first is not None
+
+    handed_back = client.post(
+        f"/v1/jobs/{job['id']}/fail", json={"error": reason, "retry": True}, headers=held(first["lease"])
+    )
+
+    assert handed_back.status_code == 200, handed_back.text
+    waiting = handed_back.json()
+    assert (waiting["status"], waiting["attempts"], waiting["worker"]) == ("queued", 1, None)
+    assert reason in waiting["error"] and "attempt 1 of 2" in waiting["error"]
+    assert client.get(f"/v1/jobs/{job['id']}", headers=ADMIN).json()["status"] == "queued"
+    stale = client.post(f"/v1/jobs/{job['id']}/heartbeat", json={"progress": 0.1}, headers=held(first["lease"]))
+    assert stale.status_code == 409
+    second = claim(client)
+    assert second is not None and second["job"]["attempts"] == 2
+
+    last = client.post(f"/v1/jobs/{job['id']}/fail", json={"error": reason, "retry": True}, headers=held(second["lease"]))
+
+    failed = last.json()
+    assert failed["status"] == "failed" and failed["finished_at"] is not None
+    assert failed["error"] == f"gave up after 2 attempts: {reason}"
+    assert claim(client) is None
+
+
 def test_scopes(start) -> None:
     client = start()
     reader = token(client, "reader", "read")

@@ -133,11 +133,25 @@ def test_anything_but_a_read_only_select_is_refused(two_versions: TestClient, sq
     assert message in answer["error"]["message"]
 
 
-def test_rows_are_capped_and_flagged(two_versions: TestClient) -> None:
+def test_rows_are_capped_and_flagged_with_the_total(two_versions: TestClient) -> None:
     capped = query(two_versions, "SELECT * FROM range(100)", max_rows=7)
-    assert capped["row_count"] == 7 and capped["truncated"] is True
+    assert capped["row_count"] == 7 and capped["truncated"] is True and capped["total_rows"] == 100
     whole = query(two_versions, "SELECT * FROM range(5)")
-    assert whole["row_count"] == 5 and whole["truncated"] is False
+    assert whole["row_count"] == 5 and whole["truncated"] is False and whole["total_rows"] == 5
+    arrow = two_versions.post(
+        "/v1/datasets/hopper/query",
+        json={"sql": "SELECT * FROM transitions", "max_rows": 4},
+        headers={**ADMIN, "Accept": "application/vnd.apache.arrow.stream"},
+    )
+    assert arrow.headers["X-Replaybank-Truncated"] == "true" and arrow.headers["X-Replaybank-Total-Rows"] == "15"
+
+
+def test_a_total_that_cannot_be_counted_in_time_is_left_unknown(make_client: MakeClient) -> None:
+    client = make_client(query_timeout_seconds=0.5)
+    client.post("/v1/datasets", json=HOPPER, headers=ADMIN)
+    answer = query(client, "SELECT * FROM range(10000000000000)", max_rows=3)
+    assert answer["status"] == 200 and answer["row_count"] == 3
+    assert answer["truncated"] is True and answer["total_rows"] is None
 
 
 def test_a_long_query_is_interrupted(make_client: MakeClient) -> None:

@@ -150,6 +150,20 @@ async def test_release_makes_the_job_claimable_without_counting_the_attempt(make
     assert not await queue.renew(second)
 
 
+async def test_a_release_that_counts_the_attempt_exhausts_the_job_after_the_last(make_queue: MakeQueue) -> None:
+    queue = make_queue(max_attempts=2)
+    await queue.enqueue("a")
+    first = await queue.claim(["any"], wait=0)
+    assert isinstance(first, Lease) and not queue.is_last(first)
+    assert await queue.release(first, count_attempt=True)
+    second = await queue.claim(["any"], wait=0)
+    assert isinstance(second, Lease) and (second.job_id, second.attempt) == ("a", 2) and queue.is_last(second)
+    assert not await queue.renew(first)
+    assert await queue.release(second, count_attempt=True)
+    assert await queue.claim(["any"], wait=0) == Exhausted("a", 2)
+    assert await queue.claim(["any"], wait=0) is None
+
+
 async def test_release_wakes_a_waiting_claimant(make_queue: MakeQueue) -> None:
     holder, waiter = make_queue(lease_seconds=30), make_queue(lease_seconds=30)
     await holder.enqueue("a")

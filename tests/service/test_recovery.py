@@ -43,7 +43,7 @@ def test_a_commit_missing_from_the_catalog_is_recovered_on_start(make_client: Ma
     assert [entry["rows"] for entry in files["data"]] == [10, 4]
     # The recovered commit kept its idempotency key and its episodes' ends.
     retry = append(restarted, rows(episodes=1, length=4, first_episode=2, seed=3), key="second")
-    assert retry.status_code == 201 and retry.json() == {"version": 2, "rows": 4}
+    assert retry.status_code == 200 and retry.json() == {"version": 2, "rows": 4, "replayed": True, "duplicate_episodes": 0}
     after_end = append(restarted, rows(episodes=1, length=2, first_episode=2, first_step=10))
     assert after_end.status_code == 422 and after_end.json()["error"]["field"] == "episode_id"
     assert append(restarted, rows(episodes=1, length=2, first_episode=3)).json()["version"] == 3
@@ -74,9 +74,11 @@ def test_a_lost_catalog_is_rebuilt_from_the_delta_tables(make_client: MakeClient
     after = rebuilt.get("/v1/datasets/hopper/versions/latest", headers=ADMIN).json()
     for field in ("rows", "episodes", "sources", "observation", "reward", "episode_return", "episode_length"):
         assert after[field] == before[field], field
-    assert append(rebuilt, rows(episodes=2, length=5, seed=1), key="one").json() == {"version": 1, "rows": 10}
+    assert append(rebuilt, rows(episodes=2, length=5, seed=1), key="one").json() == {"version": 1, "rows": 10, "replayed": True, "duplicate_episodes": 0}
     continued = append(rebuilt, rows(episodes=1, length=2, first_episode=2, first_step=3))
     assert continued.status_code == 201 and continued.json()["version"] == 3
+    # the rebuilt episodes kept their fingerprints: the first upload again under other ids is noticed
+    assert append(rebuilt, rows(episodes=2, length=5, first_episode=50, seed=1)).json()["duplicate_episodes"] == 2
 
 
 def test_a_delete_interrupted_after_its_catalog_write_is_finished_on_start(

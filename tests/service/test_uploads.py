@@ -178,7 +178,7 @@ def test_json_upload_round_trips_with_sources(hopper: TestClient) -> None:
     table = rows(episodes=2, length=3, source="policy:abc")
     response = hopper.post("/v1/datasets/hopper/transitions", json=json_body(table), headers=ADMIN)
     assert response.status_code == 201, response.text
-    assert response.json() == {"version": 1, "rows": 6}
+    assert response.json() == {"version": 1, "rows": 6, "replayed": False, "duplicate_episodes": 0}
     stats = hopper.get("/v1/datasets/hopper/versions/1", headers=ADMIN).json()
     assert stats["sources"] == {"policy:abc": 6}
 
@@ -229,7 +229,7 @@ def test_a_streamed_upload_names_the_row_counted_from_the_start(loaded: TestClie
 def test_a_streamed_upload_in_many_batches_is_one_version(loaded: TestClient) -> None:
     table = rows(episodes=5, length=100, first_episode=50)
     response = loaded.post("/v1/datasets/hopper/transitions", content=many_batches(table, 33), headers={**ADMIN, **ARROW})
-    assert response.status_code == 201 and response.json() == {"version": 3, "rows": 500}
+    assert response.status_code == 201 and response.json() == {"version": 3, "rows": 500, "replayed": False, "duplicate_episodes": 0}
     files = loaded.get("/v1/datasets/hopper/versions/3/files", headers=ADMIN).json()["data"]
     assert [entry["rows"] for entry in files] == [5, 5, 500]
     stats = loaded.get("/v1/datasets/hopper/versions/3", headers=ADMIN).json()
