@@ -128,6 +128,8 @@ class DatasetPatch(StrictModel):
     """What may change about a dataset: the fields given are replaced whole (`metadata` too); `null` clears
     `description` and `env_id`. The observation and action spec, and the name, stay as created."""
 
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
     description: Description = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     env_id: EnvId = None
