@@ -94,6 +94,9 @@ def parse_params(assignments: Iterable[str], model: type[BaseModel] | None = Non
     return params
 
 
+_LIST_EXAMPLES: dict[Any, tuple[str, str]] = {int: ("integers", "64,64"), float: ("numbers", "0.5,0.5"), str: ("names", "a,b")}
+
+
 def param_hints(model: type[BaseModel]) -> dict[str, str]:
     """What each list-typed param of `model` accepts, with the syntax: for error messages."""
     hints: dict[str, str] = {}
@@ -101,9 +104,7 @@ def param_hints(model: type[BaseModel]) -> dict[str, str]:
         item = list_item_type(field.annotation)
         if item is None:
             continue
-        kind = {int: "integers", float: "numbers", str: "strings"}.get(item, item.__name__)
-        default = field.default if isinstance(field.default, list) and field.default else None
-        example = ",".join(str(value) for value in default) if default else "1,2"
+        kind, example = _LIST_EXAMPLES.get(item, (f"{getattr(item, '__name__', 'value')} values", "a,b"))
         hints[name] = f"expected a list of {kind}, e.g. -p {name}={example}"
     return hints
 

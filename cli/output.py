@@ -42,7 +42,7 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
 
     from tqdm import tqdm
 
-    with tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, desc=description, file=sys.stderr, leave=False) as bar:
+    with tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, desc=description, file=sys.stderr, leave=False, delay=0.5) as bar:
 
         def update(done: int, total: int) -> None:
             if total != bar.total:
