@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import click
 
@@ -74,19 +74,21 @@ def validation_message(error: ValidationError, hints: Mapping[str, str] | None =
 
     problems: list[str] = []
     for item in error.errors(include_url=False):
-        names = [str(part) for part in item["loc"] if not isinstance(part, int)]
-        where = ".".join(str(part) for part in item["loc"]) or error.title
-        hint = next((hints[name] for name in names if hints and name in hints), None)
-        if hint is not None:
-            where = next(name for name in names if name in (hints or {}))
-            text = hint
-        elif item["type"] == "string_pattern_mismatch" and (item.get("ctx") or {}).get("pattern") == NAME_PATTERN:
-            text = f"{item['input']!r} is not a slug: {SLUG_RULE}"
-        elif item["type"] == "extra_forbidden":
-            text = "is not a known field"
+        hinted = next((str(part) for part in item["loc"] if hints and str(part) in hints), None)
+        if hinted is not None and hints is not None:
+            problem = f"{hinted}: {hints[hinted]}"
         else:
-            text = item["msg"][:1].lower() + item["msg"][1:]
-        problem = f"{where}: {text}"
+            where = ".".join(str(part) for part in item["loc"]) or error.title
+            problem = f"{where}: {_what_was_wrong(item, NAME_PATTERN)}"
         if problem not in problems:
             problems.append(problem)
     return "; ".join(problems)
+
+
+def _what_was_wrong(item: Mapping[str, Any], name_pattern: str) -> str:
+    if item["type"] == "string_pattern_mismatch" and (item.get("ctx") or {}).get("pattern") == name_pattern:
+        return f"{item['input']!r} is not a slug: {SLUG_RULE}"
+    if item["type"] == "extra_forbidden":
+        return "is not a known field"
+    message = str(item["msg"])
+    return message[:1].lower() + message[1:]

@@ -2,6 +2,8 @@
 
 The body streams as Arrow IPC record batches (or Parquet/JSON) in pieces small enough for the HTTP
 stack to send without copying much, and is made afresh for each attempt, so a retry resends it whole.
+A file's upload is named by the dataset and the file's content (`file_upload_key`), so sending it again
+adds nothing.
 """
 
 from __future__ import annotations
