@@ -8,6 +8,7 @@ import pyarrow as pa
 
 from schemas.dataset import (
     DatasetCreate,
+    DatasetPatch,
     DatasetPublic,
     DatasetSpec,
     QueryRequest,
@@ -48,13 +49,12 @@ class Datasets(ClientCore):
         """
         if clear_env_id and env_id is not None:
             raise ValueError("give env_id or clear_env_id, not both")
-        changes: dict[str, Any] = {"description": description, "metadata": metadata, "env_id": env_id}
-        body = {key: value for key, value in changes.items() if value is not None}
+        given = {"description": description, "metadata": metadata, "env_id": env_id}
+        changes: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
         if clear_env_id:
-            body["env_id"] = None
-        if not body:
-            raise ValueError("nothing to change: give a description, metadata or an environment id")
-        return self._model(DatasetPublic, "PATCH", dataset_path(name), json=body)
+            changes["env_id"] = None
+        patch = DatasetPatch.model_validate(changes)
+        return self._model(DatasetPublic, "PATCH", dataset_path(name), json=patch.model_dump(mode="json", exclude_unset=True))
 
     def delete_dataset(self, name: str) -> None:
         self._request("DELETE", dataset_path(name))
