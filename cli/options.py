@@ -76,7 +76,8 @@ def parse_params(assignments: Iterable[str], model: type[BaseModel] | None = Non
     """`key=value` strings as algorithm params; values are read as JSON when they parse, else as text.
 
     `expectile=0.8` gives a float, `hidden_sizes=[64,64]` a list, `actor=deterministic` a string. With
-    the params `model`, a list-typed param also takes comma-separated values: `hidden_sizes=64,64`.
+    the params `model`, an unknown name is refused with the known ones, and a list-typed param also takes
+    comma-separated values: `hidden_sizes=64,64`.
     """
     params: dict[str, Any] = {}
     for assignment in assignments:
@@ -86,8 +87,10 @@ def parse_params(assignments: Iterable[str], model: type[BaseModel] | None = Non
             raise ValueError(f"param {assignment!r} is not key=value, e.g. -p expectile=0.8")
         if key in params:
             raise ValueError(f"param {key!r} is given twice")
+        if model is not None and key not in model.model_fields:
+            raise ValueError(f"unknown param {key!r}; the params are {', '.join(sorted(model.model_fields))}")
         value = _json_or_text(text)
-        if model is not None and key in model.model_fields and isinstance(value, (str, int, float)):
+        if model is not None and isinstance(value, (str, int, float)):
             if list_item_type(model.model_fields[key].annotation) is not None:
                 value = [_json_or_text(part.strip()) for part in text.split(",") if part.strip()]
         params[key] = value

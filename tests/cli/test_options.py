@@ -37,6 +37,8 @@ def test_list_params_take_comma_separated_values() -> None:
     assert parse_params(["hidden_sizes=32"], iql) == {"hidden_sizes": [32]}
     assert parse_params(["hidden_sizes=[16, 16]"], iql) == {"hidden_sizes": [16, 16]}
     assert parse_params(["hidden_sizes=64,64"]) == {"hidden_sizes": "64,64"}  # without the model, text stays text
+    with pytest.raises(ValueError, match="unknown param 'expectyle'; the params are actor, .*expectile"):
+        parse_params(["expectyle=0.7"], iql)
 
 
 def test_a_validation_error_is_one_line_saying_what_is_accepted() -> None:
