@@ -1,14 +1,16 @@
-"""Commands on datasets and their versions: datasets (list, show, create, delete), upload, versions, stats, tag."""
+"""Commands on datasets and their versions: datasets (list, show, create, edit, delete), upload, versions, stats,
+tags and tag."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from cli.errors import reports_errors
-from cli.options import parse_shape, service_option, token_option, version_option
+from cli.options import parse_json_object, parse_shape, service_option, token_option, version_option
 from cli.output import number, print_table, progress_bar, spec_summary
 
 
@@ -81,8 +83,39 @@ def datasets_create(
         action = ContinuousActionSpec(shape=shape, low=low, high=high)
     spec = DatasetSpec(observation=ObservationSpec(shape=observation), action=action, env_id=env_id)
     with ReplaybankClient(obj["service"], obj["token"]) as client:
-        dataset = client.create_dataset(name, spec, metadata=json.loads(metadata) if metadata else None)
+        dataset = client.create_dataset(name, spec, metadata=parse_json_object(metadata, "--metadata") if metadata else None)
     click.echo(f"created dataset {dataset.name}: {spec_summary(dataset)}")
+
+
+@datasets.command("edit")
+@click.argument("name")
+@click.option("--description-file", type=click.Path(exists=True, dir_okay=False), help="The dataset card: a Markdown file.")
+@click.option("--metadata", help="A JSON object: the dataset's metadata, replaced whole.")
+@click.option("--env-id", help="A Gymnasium id for evaluation and collection.")
+@click.option("--no-env-id", is_flag=True, help="Remove the environment id.")
+@click.pass_obj
+@reports_errors
+def datasets_edit(
+    obj: dict, name: str, description_file: str | None, metadata: str | None, env_id: str | None, no_env_id: bool
+) -> None:
+    """Edit what may change of dataset NAME: description, metadata, environment id (the spec stays)."""
+    from pathlib import Path
+
+    from workers.client import ReplaybankClient
+
+    if env_id is not None and no_env_id:
+        raise click.UsageError("give --env-id or --no-env-id, not both")
+    if description_file is None and metadata is None and env_id is None and not no_env_id:
+        raise click.UsageError("nothing to change: give --description-file, --metadata, --env-id or --no-env-id")
+    with ReplaybankClient(obj["service"], obj["token"]) as client:
+        edited = client.edit_dataset(
+            name,
+            description=Path(description_file).read_text() if description_file else None,
+            metadata=parse_json_object(metadata, "--metadata") if metadata is not None else None,
+            env_id=env_id,
+            clear_env_id=no_env_id,
+        )
+    click.echo(f"edited dataset {edited.name}: env {edited.env_id or '-'}")
 
 
 @datasets.command("delete")
@@ -107,6 +140,7 @@ def datasets_delete(obj: dict, name: str) -> None:
 @click.option("--format", "format", type=click.Choice(["parquet", "arrow", "npz", "hdf5", "minari"]), help="Default: from FILE's suffix.")
 @click.option("--action-low", "action_low", type=float, multiple=True, help="With --create: action bounds (default: the data's).")
 @click.option("--action-high", "action_high", type=float, multiple=True)
+@click.option("--allow-duplicate", is_flag=True, help="Add FILE as a new copy even if it was uploaded to NAME before.")
 @service_option
 @token_option
 @reports_errors
@@ -118,27 +152,75 @@ def upload(
     format: str | None,
     action_low: tuple[float, ...],
     action_high: tuple[float, ...],
+    allow_duplicate: bool,
     service: str,
     token: str | None,
 ) -> None:
-    """Append FILE (Parquet, Arrow, NPZ, D4RL HDF5 or a Minari dataset) to dataset NAME as a new version."""
+    """Append FILE (Parquet, Arrow, NPZ, D4RL HDF5 or a Minari dataset) to dataset NAME as a new version.
+
+    The upload is named by NAME and FILE's content: the same file uploaded again adds nothing, and the
+    same command re-run after an interruption finds the version it made.
+    """
     from workers.client import ReplaybankClient
 
-    with ReplaybankClient(service, token) as client, progress_bar(f"upload {name}") as progress:
-        uploaded = client.upload_file(
-            name,
-            file,
-            format=format,
-            create=create,
-            env_id=env_id,
-            action_low=list(action_low) or None,
-            action_high=list(action_high) or None,
-            on_progress=progress,
-        )
+    body = _BodyProgress()
+    try:
+        with ReplaybankClient(service, token) as client, progress_bar(f"upload {name}") as progress:
+            body.show = progress
+            uploaded = client.upload_file(
+                name,
+                file,
+                format=format,
+                create=create,
+                env_id=env_id,
+                action_low=list(action_low) or None,
+                action_high=list(action_high) or None,
+                allow_duplicate=allow_duplicate,
+                on_progress=body.update,
+            )
+    except KeyboardInterrupt:
+        click.echo(_interrupted(name, body.complete, allow_duplicate), err=True)
+        raise click.exceptions.Exit(INTERRUPTED_EXIT) from None
+    result = uploaded.result
     if uploaded.created:
         click.echo(f"created dataset {name}: {spec_summary(uploaded.dataset)}")
+    if result.replayed:
+        click.echo(
+            f"{file} already uploaded as version {result.version} of {name} ({result.rows} rows): "
+            "nothing added (--allow-duplicate adds a copy)"
+        )
+        return
     click.echo(f"read {uploaded.description}")
-    click.echo(f"{name} version {uploaded.result.version}: {uploaded.result.rows} rows appended")
+    click.echo(f"{name} version {result.version}: {result.rows} rows appended")
+    if result.duplicate_episodes:
+        click.echo(f"warning: {result.duplicate_episodes} of its episodes already exist in {name} with the same rows", err=True)
+
+
+INTERRUPTED_EXIT = 130
+"""The exit status of a command stopped by SIGINT (128 + 2), as shells report it."""
+
+
+class _BodyProgress:
+    """Feeds the progress display and remembers whether the whole request body went out."""
+
+    def __init__(self) -> None:
+        self.show: Callable[[int, int], None] | None = None
+        self.complete = False
+
+    def update(self, done: int, total: int) -> None:
+        self.complete = total > 0 and done >= total
+        if self.show is not None:
+            self.show(done, total)
+
+
+def _interrupted(name: str, body_sent: bool, allow_duplicate: bool) -> str:
+    """What an interrupted upload did: after the whole body went out the service may have committed it."""
+    if not body_sent:
+        return f"interrupted before the whole upload was sent: nothing was added to {name}"
+    said = f"interrupted after the whole upload was sent: the service may have committed it as a new version of {name}. "
+    if allow_duplicate:
+        return said + f"Check `replaybank versions {name}` first: re-run with --allow-duplicate, it adds another copy."
+    return said + "Re-running the same command is safe: it finds that version by its key and adds nothing."
 
 
 @click.command()
@@ -211,18 +293,40 @@ def _print_statistics(service: str, token: str | None, name: str, version: str, 
 
 @click.command()
 @click.argument("name")
-@click.argument("tag_name", metavar="TAG")
-@click.argument("version")
 @service_option
 @token_option
 @reports_errors
-def tag(name: str, tag_name: str, version: str, service: str, token: str | None) -> None:
-    """Point TAG of dataset NAME at VERSION."""
+def tags(name: str, service: str, token: str | None) -> None:
+    """List the tags of dataset NAME and the versions they point at."""
     from workers.client import ReplaybankClient
 
     with ReplaybankClient(service, token) as client:
+        listed = client.tags(name)
+    print_table(["tag", "version"], [[t.name, str(t.version)] for t in listed])
+
+
+@click.command()
+@click.argument("name")
+@click.argument("tag_name", metavar="TAG")
+@click.argument("version", required=False)
+@click.option("--delete", is_flag=True, help="Delete TAG instead (admin).")
+@service_option
+@token_option
+@reports_errors
+def tag(name: str, tag_name: str, version: str | None, delete: bool, service: str, token: str | None) -> None:
+    """Point TAG of dataset NAME at VERSION (saying where it pointed before), or delete it with --delete."""
+    from workers.client import ReplaybankClient
+
+    if delete == (version is not None):
+        raise click.UsageError("give VERSION to point TAG at, or --delete, not both" if delete else "give VERSION, or --delete")
+    with ReplaybankClient(service, token) as client:
+        if delete:
+            client.delete_tag(name, tag_name)
+            click.echo(f"deleted tag {name}:{tag_name}")
+            return
         tagged = client.tag(name, tag_name, version)
-    click.echo(f"{name}:{tagged.name} -> version {tagged.version}")
+    moved = f" (moved from version {tagged.previous})" if tagged.previous is not None and tagged.previous != tagged.version else ""
+    click.echo(f"{name}:{tagged.name} -> version {tagged.version}{moved}")
 
 
-commands: list[click.Command] = [datasets, upload, versions, stats, tag]
+commands: list[click.Command] = [datasets, upload, versions, stats, tags, tag]

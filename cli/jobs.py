@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cli.errors import reports_errors
-from cli.options import params_option, parse_params, parse_version, service_option, token_option, version_option, watch_option
+from cli.errors import reports_errors, validation_message
+from cli.options import params_option, param_hints, parse_params, parse_version, service_option, token_option, version_option, watch_option
 from cli.output import print_table
 from schemas.algorithms import ALGORITHM_PARAMS
 
@@ -61,7 +61,7 @@ def train(
         version=parse_version(version),
         steps=steps,
         seed=seed,
-        params=parse_params(assignments),
+        params=parse_params(assignments, ALGORITHM_PARAMS[algorithm]),
         parent_policy=parent,
         online_fraction=online_fraction,
         device=device,
@@ -203,10 +203,8 @@ def validated_job(**fields: Any) -> JobCreate:
     try:
         return JobCreate.model_validate({key: value for key, value in fields.items() if value is not None})
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in item['loc']) or 'job'}: {item['msg']}" for item in error.errors()
-        )
-        raise click.ClickException(problems) from error
+        model = ALGORITHM_PARAMS.get(fields.get("algorithm") or "")
+        raise click.ClickException(validation_message(error, param_hints(model) if model else None)) from error
 
 
 def submit(service: str, token: str | None, job: JobCreate, watch: bool) -> None:

@@ -6,7 +6,8 @@ import json
 
 import click
 
-from cli.options import params_option, parse_params
+from cli.errors import one_line, reports_errors
+from cli.options import param_hints, params_option, parse_params
 from schemas.algorithms import ALGORITHM_PARAMS
 
 
@@ -44,10 +45,8 @@ def fit_command(
     threads: int,
 ) -> None:
     """Train a policy on a local file; writes policy.onnx, policy.pt2, card.json and metrics.jsonl to --out."""
-    from pydantic import ValidationError
     from tqdm import tqdm
 
-    from workers.files import FormatError
     from workers.local import fit_file
 
     # delay: a run refused at once (bad params, unreadable file) shows no empty bar before its message
@@ -67,13 +66,16 @@ def fit_command(
                 seed,
                 device,
                 out_dir,
-                params=parse_params(assignments),
+                params=parse_params(assignments, ALGORITHM_PARAMS[algorithm]),
                 on_progress=on_progress,
                 env_id=env_id,
                 threads=threads,
             )
-        except (FormatError, ValidationError, ValueError) as error:
-            raise click.ClickException(str(error)) from error
+        except Exception as error:
+            message = one_line(error, param_hints(ALGORITHM_PARAMS[algorithm]))
+            if message is None:
+                raise
+            raise click.ClickException(message) from error
     click.echo(json.dumps(summary, indent=2))
 
 
@@ -82,15 +84,12 @@ def fit_command(
 @click.option("--env", "env_id", default=None, help="Gymnasium id (default: the card's env_id)")
 @click.option("--episodes", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
+@reports_errors
 def evaluate_command(policy_dir: str, env_id: str | None, episodes: int, seed: int) -> None:
     """Run a policy directory's ONNX policy for seeded episodes; prints the returns as JSON."""
     from workers.local import evaluate_dir
 
-    try:
-        result = evaluate_dir(policy_dir, env_id, episodes, seed)
-    except (FileNotFoundError, ValueError) as error:
-        raise click.ClickException(str(error)) from error
-    click.echo(json.dumps(result))
+    click.echo(json.dumps(evaluate_dir(policy_dir, env_id, episodes, seed)))
 
 
 commands: list[click.Command] = [fit_command, evaluate_command]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,12 +24,25 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip())
 
 
+PROGRESS_VARIABLE = "REPLAYBANK_PROGRESS"
+"""`plain`: progress as one parseable line per step on stderr (`DESCRIPTION: DONE of TOTAL bytes`), for scripts."""
+
+
 @contextmanager
 def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
-    """A byte-counting tqdm bar, on stderr, fed by a client's (done, total) progress callback."""
+    """A byte-counting tqdm bar, on stderr, fed by a client's (done, total) progress callback; plain lines
+    instead when REPLAYBANK_PROGRESS=plain."""
+    if os.environ.get(PROGRESS_VARIABLE) == "plain":
+
+        def report(done: int, total: int) -> None:
+            click.echo(f"{description}: {done} of {total} bytes", err=True)
+
+        yield report
+        return
+
     from tqdm import tqdm
 
-    with tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, desc=description, file=sys.stderr, leave=False) as bar:
+    with tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, desc=description, file=sys.stderr, leave=False, delay=0.5) as bar:
 
         def update(done: int, total: int) -> None:
             if total != bar.total:

@@ -39,22 +39,28 @@ def pull(name: str, version: str, out: str, service: str, token: str | None) -> 
 @token_option
 @reports_errors
 def query(name: str, sql: str, version: str, output: str, service: str, token: str | None) -> None:
-    """Run one read-only SELECT over the view `transitions` of a version of NAME."""
+    """Run one read-only SELECT over the view `transitions` of a version of NAME.
+
+    A table the service cut at its row cap says so on stderr, with the full count when the service knows it.
+    """
     import pyarrow as pa
 
     from workers.client import ReplaybankClient
 
     with ReplaybankClient(service, token) as client:
-        if output == "json":
-            click.echo(client.query(name, sql, version, format="json").model_dump_json(indent=2))
+        if output == "arrow":
+            table = client.query(name, sql, version, format="arrow")
+            with pa.ipc.new_stream(sys.stdout.buffer, table.schema) as writer:
+                writer.write_table(table)
             return
-        table = client.query(name, sql, version, format="arrow")
-    if output == "arrow":
-        with pa.ipc.new_stream(sys.stdout.buffer, table.schema) as writer:
-            writer.write_table(table)
+        result = client.query(name, sql, version, format="json")
+    if output == "json":
+        click.echo(result.model_dump_json(indent=2))
         return
-    rows = [[cell(value) for value in row.values()] for row in table.to_pylist()]
-    print_table(table.column_names, rows)
+    print_table([column.name for column in result.columns], [[cell(value) for value in row] for row in result.rows])
+    if result.truncated:
+        of = f"of {result.total_rows}" if result.total_rows is not None else f"of more than {result.row_count}"
+        click.echo(f"showing the first {result.row_count} rows {of}", err=True)
 
 
 commands: list[click.Command] = [pull, query]

@@ -128,3 +128,25 @@ def test_bad_input_fails_with_a_message_and_writes_nothing(data_files, tmp_path)
 
     no_policy = run("evaluate", "--policy", str(tmp_path), "--env", "Pendulum-v1", "--episodes", "1")
     assert no_policy.returncode != 0 and "policy.onnx" in no_policy.stderr and "Traceback" not in no_policy.stderr
+
+
+def test_a_mismatched_environment_and_a_bad_list_param_are_one_line(data_files, tmp_path) -> None:
+    out = tmp_path / "policy"
+    small = ["-p", "batch_size=32", "-p", "hidden_sizes=16,16", "--threads", "1"]  # a list param, comma-separated
+    fitted = run("fit", "-a", "bc", "--data", str(data_files["parquet"]), "--steps", "5", "--out", str(out), *small)
+    assert fitted.returncode == 0, fitted.stderr[-3000:]
+    assert json.loads((out / "card.json").read_text())["params"]["hidden_sizes"] == [16, 16]
+
+    mismatched = run("evaluate", "--policy", str(out), "--env", "CartPole-v1", "--episodes", "1")
+    assert mismatched.returncode == 1
+    assert mismatched.stderr.strip() == (
+        "Error: the policy takes observations of shape [3], but CartPole-v1 gives observations of shape [4]"
+    )
+    unknown_env = run("evaluate", "--policy", str(out), "--env", "NoSuchEnv-v0", "--episodes", "1")
+    assert unknown_env.returncode == 1 and "NoSuchEnv-v0" in unknown_env.stderr
+    bad_list = run("fit", "-a", "bc", "--data", str(data_files["parquet"]), "--steps", "5", "--out", str(tmp_path / "x"),
+                   "-p", "hidden_sizes=wide,deep")
+    assert bad_list.returncode == 1
+    assert bad_list.stderr.strip().endswith("hidden_sizes: expected a list of integers, e.g. -p hidden_sizes=64,64")
+    for result in (mismatched, unknown_env, bad_list):
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -8,10 +8,12 @@ import pyarrow as pa
 
 from schemas.dataset import (
     DatasetCreate,
+    DatasetPatch,
     DatasetPublic,
     DatasetSpec,
     QueryRequest,
     QueryResult,
+    TagMoved,
     TagPublic,
     VersionPublic,
     VersionStats,
@@ -32,6 +34,28 @@ class Datasets(ClientCore):
     def get_dataset(self, name: str) -> DatasetPublic:
         return self._model(DatasetPublic, "GET", dataset_path(name))
 
+    def edit_dataset(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        env_id: str | None = None,
+        clear_env_id: bool = False,
+    ) -> DatasetPublic:
+        """Change what may change of a dataset: its description (Markdown), metadata, environment id.
+
+        Only what is given is sent; `clear_env_id` removes the environment id. The spec stays as it is.
+        """
+        if clear_env_id and env_id is not None:
+            raise ValueError("give env_id or clear_env_id, not both")
+        given = {"description": description, "metadata": metadata, "env_id": env_id}
+        changes: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
+        if clear_env_id:
+            changes["env_id"] = None
+        patch = DatasetPatch.model_validate(changes)
+        return self._model(DatasetPublic, "PATCH", dataset_path(name), json=patch.model_dump(mode="json", exclude_unset=True))
+
     def delete_dataset(self, name: str) -> None:
         self._request("DELETE", dataset_path(name))
 
@@ -43,8 +67,12 @@ class Datasets(ClientCore):
     def version_stats(self, name: str, version: Version = "latest") -> VersionStats:
         return self._model(VersionStats, "GET", version_path(name, version))
 
-    def tag(self, name: str, tag: str, version: Version) -> TagPublic:
-        return self._model(TagPublic, "PUT", f"{dataset_path(name)}/tags/{segment(tag)}", json={"version": version})
+    def tags(self, name: str, *, page_size: int = 100) -> list[TagPublic]:
+        return self._paginate(TagPublic, f"{dataset_path(name)}/tags", limit=page_size)
+
+    def tag(self, name: str, tag: str, version: Version) -> TagMoved:
+        """Point a tag at a version; the answer says where it pointed before (None: a new tag)."""
+        return self._model(TagMoved, "PUT", f"{dataset_path(name)}/tags/{segment(tag)}", json={"version": version})
 
     def delete_tag(self, name: str, tag: str) -> None:
         self._request("DELETE", f"{dataset_path(name)}/tags/{segment(tag)}")
@@ -65,8 +93,3 @@ class Datasets(ClientCore):
         if format == "arrow":
             return pa.ipc.open_stream(pa.py_buffer(response.content)).read_all()
         return QueryResult.model_validate_json(response.content)
-
-    def next_episode_id(self, name: str, version: Version = "latest") -> int:
-        """One more than the largest episode id in a version (0 when it is empty)."""
-        table = self.query(name, "SELECT coalesce(max(episode_id) + 1, 0) AS next FROM transitions", version, format="arrow")
-        return int(table.column("next")[0].as_py())

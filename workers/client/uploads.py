@@ -2,6 +2,8 @@
 
 The body streams as Arrow IPC record batches (or Parquet/JSON) in pieces small enough for the HTTP
 stack to send without copying much, and is made afresh for each attempt, so a retry resends it whole.
+A file's upload is named by the dataset and the file's content (`file_upload_key`), so sending it again
+adds nothing.
 """
 
 from __future__ import annotations
@@ -132,16 +134,21 @@ class Uploads(Datasets):
         env_id: str | None = None,
         action_low: list[float] | None = None,
         action_high: list[float] | None = None,
-        idempotency_key: str | None = None,
+        allow_duplicate: bool = False,
         on_progress: Progress | None = None,
     ) -> UploadedFile:
         """Read a transition file (see `workers.files`) and append it as one version.
 
-        With `create`, a dataset that does not exist yet is created with the spec inferred from the file.
-        Episode ids the file does not state are numbered after the dataset's last episode, so files
-        appended one after another never share an episode.
+        The upload is named by the dataset and the file's content, so sending the same file again
+        answers the version it made (`result.replayed`) and adds nothing; episode ids the file does not
+        state are made up from its content too. `allow_duplicate` adds a copy all the same, under a fresh
+        key and with fresh episode ids. With `create`, a dataset that does not exist yet is created with
+        the spec inferred from the file.
         """
         raw = files.read_file(path, format)
+        files.check_derived_episodes(raw)
+        digest = files.content_digest(path, raw)
+        salt = uuid.uuid4().hex if allow_duplicate else ""
         created = False
         if create:
             try:
@@ -153,12 +160,15 @@ class Uploads(Datasets):
                 self.create_dataset(name, spec)
                 created = True
         dataset = self.get_dataset(name)
-        first_episode_id = 0
-        if raw.episode_ids_derived and dataset.rows:
-            first_episode_id = self.next_episode_id(name)
-        table = files.to_upload_table(raw, dataset, first_episode_id)
-        result = self.upload(name, table, idempotency_key=idempotency_key, on_progress=on_progress)
+        table = files.to_upload_table(raw, dataset, files.derived_episode_base(digest, salt))
+        key = file_upload_key(name, digest, salt)
+        result = self.upload(name, table, idempotency_key=key, on_progress=on_progress)
         return UploadedFile(result=result, dataset=dataset, created=created, description=files.describe(raw))
+
+
+def file_upload_key(name: str, digest: str, salt: str = "") -> str:
+    """The Idempotency-Key of a file's upload to dataset `name`: the same file gets the same key."""
+    return f"file:{name}:{digest}" + (f":{salt}" if salt else "")
 
 
 def _pieces(data: bytes) -> Iterator[memoryview]:

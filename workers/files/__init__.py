@@ -5,6 +5,7 @@ parquet.py  Parquet and Arrow IPC files (read; Parquet written with the spec in 
 d4rl.py     the D4RL array layout (shared with NPZ and D4RL-column tables) and D4RL-layout HDF5 files
 npz.py      NPZ archives of the D4RL arrays
 minari.py   Minari datasets, by id or folder
+digest.py   a file's content digest, and the episode ids made up from it for files that state none
 
 This module is the registry: `FORMATS` names each format's reader, suffixes and writer; `read_file`,
 `detect_format`, `write_file` and `output_format` choose among them. The format-independent API of
@@ -21,6 +22,7 @@ import pyarrow as pa
 
 from schemas.dataset import DatasetSpec
 from workers.files import d4rl, minari, npz, parquet
+from workers.files.digest import check_derived_episodes, content_digest, derived_episode_base
 from workers.files.raw import FormatError, RawTransitions, describe, infer_spec, to_upload_table, upload_schema
 
 Writer = Callable[[pa.Table, "str | Path", DatasetSpec], None]
@@ -96,6 +98,9 @@ __all__ = [
     "FileFormat",
     "FormatError",
     "RawTransitions",
+    "check_derived_episodes",
+    "content_digest",
+    "derived_episode_base",
     "describe",
     "detect_format",
     "infer_spec",

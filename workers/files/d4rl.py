@@ -1,8 +1,8 @@
 """The D4RL layout: one array per field, one row per step, episodes delimited by `terminals` and `timeouts`.
 
 `from_arrays` reads that layout whatever holds the arrays (HDF5 here, NPZ, or Parquet columns); HDF5
-files are read and written here. A file written here also holds `episode_ids` and `steps` and the
-dataset spec, so reading it back keeps episodes exact.
+files are read and written here. A file written here also holds `episode_ids`, `steps`, `sources` (each
+row's provenance, as strings) and the dataset spec, so reading it back keeps episodes and sources exact.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def read_hdf5(path: str) -> RawTransitions:
 
 
 def write_hdf5(table: pa.Table, path: str | Path, spec: DatasetSpec) -> None:
-    """Write rows in the D4RL layout, plus `episode_ids` and `steps` so reading back keeps episodes exact."""
+    """Write rows in the D4RL layout, plus `episode_ids`, `steps` and `sources` so reading back keeps them exact."""
     import h5py
 
     n = table.num_rows
@@ -58,6 +58,9 @@ def write_hdf5(table: pa.Table, path: str | Path, spec: DatasetSpec) -> None:
         file["timeouts"] = table.column("truncated").to_numpy(zero_copy_only=False).astype(bool)
         file["episode_ids"] = table.column("episode_id").to_numpy().astype(np.int64)
         file["steps"] = table.column("step").to_numpy().astype(np.int32)
+        if "source" in table.column_names:
+            sources = table.column("source").to_pylist()
+            file.create_dataset("sources", data=np.array(sources, dtype=object), dtype=h5py.string_dtype())
         file.attrs["replaybank.spec"] = spec.model_dump_json()
 
 
@@ -79,7 +82,7 @@ def from_arrays(arrays: dict[str, np.ndarray], path: str) -> RawTransitions:
         )
     observations = np.asarray(arrays["observations"])
     n = len(observations)
-    for key in (*D4RL_KEYS, "next_observations", "episode_ids", "steps"):
+    for key in (*D4RL_KEYS, "next_observations", "episode_ids", "steps", "sources"):
         if key in arrays and len(arrays[key]) != n:
             raise FormatError(f"{key} has {len(arrays[key])} rows but observations has {n}", key)
     actions = np.asarray(arrays["actions"])
@@ -91,6 +94,7 @@ def from_arrays(arrays: dict[str, np.ndarray], path: str) -> RawTransitions:
     terminals = np.asarray(arrays["terminals"]).astype(bool).reshape(n)
     timeouts = np.asarray(arrays["timeouts"]).astype(bool).reshape(n)
     observations = observations.astype(np.float32)
+    sources = _sources(arrays["sources"]) if "sources" in arrays else None
     notes: list[str] = []
     derived = False
     if "episode_ids" in arrays and "steps" in arrays:
@@ -111,6 +115,7 @@ def from_arrays(arrays: dict[str, np.ndarray], path: str) -> RawTransitions:
             timeouts,
             episode_ids,
             steps,
+            sources=None if sources is None else pa.array(sources, pa.string()),
             episode_ids_derived=derived,
             notes=notes,
         )
@@ -140,9 +145,15 @@ def from_arrays(arrays: dict[str, np.ndarray], path: str) -> RawTransitions:
         truncateds=truncateds[keep],
         episode_ids=episode_ids.astype(np.int64),
         steps=steps[keep],
+        sources=None if sources is None else pa.array(sources[keep], pa.string()),
         episode_ids_derived=derived,
         notes=notes,
     )
+
+
+def _sources(values: np.ndarray) -> np.ndarray:
+    """A `sources` array as Python strings (HDF5 hands variable-length strings back as bytes)."""
+    return np.array([value.decode() if isinstance(value, bytes) else str(value) for value in np.asarray(values).reshape(-1)], dtype=object)
 
 
 def _episodes_from_ends(ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

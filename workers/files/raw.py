@@ -46,7 +46,8 @@ class RawTransitions:
     action_bounds: tuple[np.ndarray, np.ndarray] | None = None
     env_id: str | None = None
     episode_ids_derived: bool = False
-    """The reader numbered the episodes itself, from 0; appending to a dataset shifts them past its own."""
+    """The reader numbered the episodes itself, from 0; an upload moves them to ids made up from the file's
+    content (see `workers.files.digest`)."""
     notes: list[str] = field(default_factory=list)
     """What the reader derived or dropped, for the user to see (e.g. D4RL rows without a successor)."""
 
@@ -111,8 +112,8 @@ def upload_schema(spec: DatasetSpec) -> pa.Schema:
 def to_upload_table(raw: RawTransitions, spec: DatasetSpec, first_episode_id: int = 0) -> pa.Table:
     """Rows ready to upload to a dataset with this spec.
 
-    `first_episode_id` shifts episode ids that the reader derived (D4RL, NPZ, Minari), so a second file
-    appended to a dataset does not reuse the first file's episode ids; ids a file states are kept.
+    `first_episode_id` shifts episode ids that the reader derived (D4RL, NPZ, Minari), so files appended
+    to one dataset do not share episode ids; ids a file states are kept.
     """
     n = len(raw)
     offset = first_episode_id if raw.episode_ids_derived else 0

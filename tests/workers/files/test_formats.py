@@ -267,3 +267,29 @@ def test_minari_dataset_made_with_minaris_own_writer(tmp_path, monkeypatch) -> N
     # The dataset's folder works as well as its id.
     by_folder = files.read_file(str(tmp_path / "minari" / "test" / "tiny-v0"), format="minari")
     assert len(by_folder) == sum(lengths)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".hdf5"])
+def test_each_rows_source_survives_an_export(tmp_path, suffix: str) -> None:
+    table = pulled_table(np.random.default_rng(6))
+    sources = pa.array(["logged"] * 5 + ["policy:p-1"] * 5 + ["sim"] * 5, pa.string())
+    table = table.set_column(table.schema.get_field_index("source"), "source", sources)
+    path = tmp_path / f"out{suffix}"
+
+    files.write_file(table, path, spec())
+
+    assert files.to_upload_table(files.read_file(path), spec()).column("source").to_pylist() == sources.to_pylist()
+
+
+def test_d4rl_sources_follow_the_rows_that_are_kept(tmp_path) -> None:
+    arrays = d4rl_arrays(np.random.default_rng(7), [3, 4], [False, True])
+    path = tmp_path / "sourced.hdf5"
+    with h5py.File(path, "w") as file:
+        for key, value in arrays.items():
+            file[key] = value
+        file.create_dataset("sources", data=np.array([f"s{i}" for i in range(7)], dtype=object), dtype=h5py.string_dtype())
+
+    raw = files.read_file(path)
+
+    # the first episode's timeout row has no successor and is dropped, with its source
+    assert raw.sources.to_pylist() == ["s0", "s1", "s3", "s4", "s5", "s6"]

@@ -225,12 +225,21 @@ class Pulls(Datasets):
     def pull_to_file(
         self, name: str, version: Version, out: str | Path, *, on_progress: Progress | None = None
     ) -> PulledFiles:
-        """Pull a version (through the cache) and write it as Parquet or D4RL-layout HDF5, by `out`'s suffix."""
+        """Pull a version (through the cache) and write it as Parquet or D4RL-layout HDF5, by `out`'s suffix.
+
+        The file is written beside `out` and moved there once complete, so a failure leaves no partial file.
+        """
         output_format(out)  # refuse an unknown suffix before downloading anything
         dataset = self.get_dataset(name)
         spec = DatasetSpec(observation=dataset.observation, action=dataset.action, env_id=dataset.env_id)
         table, pulled = self._pull(name, version, on_progress)
-        write_file(table, out, spec)
+        target = Path(out)
+        partial = target.with_name(f".{target.name}.part{target.suffix}")
+        try:
+            write_file(table, partial, spec)
+            partial.replace(target)
+        finally:
+            partial.unlink(missing_ok=True)
         return pulled
 
     def pull_stream(self, name: str, version: Version = "latest") -> pa.Table:
