@@ -46,8 +46,10 @@ class DatasetPolicy:
         return np.concatenate([self._act(shaped[start : start + CHUNK_ROWS]) for start in range(0, rows, CHUNK_ROWS)])
 
     def _act(self, observations: np.ndarray) -> np.ndarray:
-        rows = observations.shape[0]
-        actions = _as_numpy(self.act(np.ascontiguousarray(observations)))
+        return self._conform(_as_numpy(self.act(np.ascontiguousarray(observations))), observations.shape[0])
+
+    def _conform(self, actions: np.ndarray, rows: int) -> np.ndarray:
+        """Flat actions of the dataset's dtype, continuous ones clipped into the bounds."""
         action = self.spec.action
         if isinstance(action, ContinuousActionSpec):
             flat = actions.reshape(rows, action.size).astype(np.float32, copy=False)
@@ -78,6 +80,7 @@ class DatasetPolicy:
                 f"action: the policy returns {actions.dtype} actions of shape {list(actions.shape)[1:]} for a batch; "
                 f"the dataset's actions are {_describe_action(self.spec)}"
             )
+        self._conform(actions, 2)
 
 
 def as_dataset_policy(policy: Any, spec: DatasetSpec, prefer: str = "onnx") -> DatasetPolicy:

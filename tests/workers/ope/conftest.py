@@ -7,11 +7,13 @@ import pytest
 import torch
 
 from workers.algos.base import TransitionArrays
-from workers.behaviour import cartpole_dataset, pendulum_dataset, pendulum_swing_up, rollout
+from workers.algos.export import export_policy
+from workers.algos.training import fit
+from workers.behaviour import PENDULUM_SPEC, cartpole_dataset, pendulum_dataset, pendulum_swing_up, rollout
 from workers.ope.fqe import FQESettings
 
-FAST_FQE = FQESettings(hidden_sizes=(64, 64), learning_rate=5e-4, batch_size=256, target_update_interval=50)
-"""Small and quick: with discount 0.95 (a horizon of about 20 steps) 4,000 steps converge on these data."""
+FAST_FQE = FQESettings(hidden_sizes=(64, 64), learning_rate=5e-4, batch_size=128, target_update_interval=50)
+"""Small and quick: with discount 0.95 (a horizon of about 20 steps) 3,000 steps converge on these data."""
 DISCOUNT = 0.95
 
 
@@ -63,3 +65,13 @@ def true_pendulum_values() -> dict[str, float]:
 def cartpole() -> TransitionArrays:
     """20 episodes of the balancing rule with half the actions random: both of the tests' policies are covered."""
     return cartpole_dataset(20, seed=0, random_action_probability=0.5)
+
+
+@pytest.fixture(scope="session")
+def exported(pendulum, tmp_path_factory):
+    """A policy folder as a user downloads it (policy.onnx, policy.pt2, card.json), from a quick BC fit."""
+    torch.set_num_threads(1)
+    trained, _ = fit("bc", pendulum, PENDULUM_SPEC, steps=200, seed=0, params={"hidden_sizes": [32, 32]})
+    out = tmp_path_factory.mktemp("policy")
+    export_policy(trained, out)
+    return out

@@ -6,7 +6,7 @@ from workers.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC, cartpole_controller,
 from workers.ope.estimate import evaluate_offline
 
 
-def fqe(policy, data, spec, steps=4000, **kwargs):
+def fqe(policy, data, spec, steps=3000, **kwargs):
     return evaluate_offline(policy, data, spec, "fqe", steps=steps, discount=DISCOUNT, fqe=FAST_FQE, **kwargs)
 
 
@@ -18,7 +18,7 @@ def test_fqe_of_the_behaviour_policy_recovers_its_return_in_the_data(pendulum):
     truth = discounted_returns(pendulum, DISCOUNT).mean()
     assert result.estimate == pytest.approx(truth, rel=0.1)
     assert result.low <= result.estimate <= result.high
-    assert (result.method, result.episodes, result.rows, result.steps) == ("fqe", 20, len(pendulum), 4000)
+    assert (result.method, result.episodes, result.rows, result.steps) == ("fqe", 20, len(pendulum), 3000)
 
 
 def test_fqe_ranks_the_swing_up_above_random_torques_and_values_both(pendulum, true_pendulum_values):
