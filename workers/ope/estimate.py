@@ -213,4 +213,6 @@ def _check_data(data: TransitionArrays, spec: DatasetSpec) -> None:
         )
     continuous = isinstance(spec.action, ContinuousActionSpec)
     if continuous != (data.actions.ndim == 2 and np.issubdtype(data.actions.dtype, np.floating)):
-        raise ValueError(f"action: the data's actions ({data.actions.dtype}, {data.actions.ndim}-d) do not fit the spec")
+        raise ValueError(
+            f"action: the data's actions ({data.actions.dtype}, {data.actions.ndim}-d) do not fit the spec's"
+        )

@@ -3,7 +3,9 @@
 FQE regresses Q(s, a) on r + gamma * Q_target(s', pi(s')) over the logged transitions (no bootstrap past a
 terminal; a truncated row bootstraps, as in training: the cut is the logging's, not the task's), with the
 target network a hard copy refreshed every `target_update_interval` steps; each refresh is one iteration of
-fitted policy evaluation. The estimate is the mean of Q(s0, pi(s0)) over the episodes' initial states
+fitted policy evaluation. Targets are clipped to the range no discounted return can leave, [min(r, 0),
+max(r, 0)] / (1 - gamma): a policy the data barely covers otherwise feeds its own overestimates back until
+they diverge (seen on CartPole for a policy that always pushes one way). The estimate is the mean of Q(s0, pi(s0)) over the episodes' initial states
 (Paine et al. 2020's initial-state value, as d3rlpy's `InitialStateValueEstimationEvaluator` computes it),
 in the dataset's reward units: the infinite-horizon discounted value, which for episodes cut by a time
 limit includes what would follow the cut.
@@ -93,7 +95,9 @@ def fit_fqe(
                 spec.observation.size, spec.action.size, list(settings.hidden_sizes), settings.critics
             )
         else:
-            critic = DiscreteQEnsemble(spec.observation.size, spec.action.n, list(settings.hidden_sizes), settings.critics)
+            critic = DiscreteQEnsemble(
+                spec.observation.size, spec.action.n, list(settings.hidden_sizes), settings.critics
+            )
     critic.to(device)
     target = frozen_copy(critic)
     optimiser = adam(critic.parameters(), settings.learning_rate, device, compiled=False)
@@ -107,18 +111,20 @@ def fit_fqe(
 
     # No discounted return leaves [min r, max r] / (1 - gamma); clipping targets there keeps a policy the data
     # barely covers from feeding its own overestimates back until they diverge.
-    value_low = float(buffer.rewards[: len(buffer)].min().clamp(max=0.0)) / (1.0 - discount)
-    value_high = float(buffer.rewards[: len(buffer)].max().clamp(min=0.0)) / (1.0 - discount)
+    value_low = min(float(buffer.rewards.min()), 0.0) / (1.0 - discount)
+    value_high = max(float(buffer.rewards.max()), 0.0) / (1.0 - discount)
+    stores = (buffer.observations, buffer.actions, buffer.rewards, buffer.next_observations, buffer.terminals)
     loss_sum = torch.zeros((), device=device)
     window, last_loss = 0, float("nan")
     for step in range(1, steps + 1):
         index = torch.randint(0, len(buffer), (settings.batch_size,), device=device, generator=buffer.generator)
+        observations, actions, rewards, next_observations, terminals = (
+            store.index_select(0, index) for store in stores
+        )
         with torch.no_grad():
-            next_value = q_values(target, buffer.next_observations.index_select(0, index), next_actions.index_select(0, index)).mean(0)
-            bootstrap = 1.0 - buffer.terminals.index_select(0, index)
-            bellman_target = buffer.rewards.index_select(0, index) + discount * bootstrap * next_value
-            bellman_target.clamp_(value_low, value_high)
-        predicted = q_values(critic, buffer.observations.index_select(0, index), buffer.actions.index_select(0, index))
+            next_value = q_values(target, next_observations, next_actions.index_select(0, index)).mean(0)
+            bellman_target = (rewards + discount * (1.0 - terminals) * next_value).clamp_(value_low, value_high)
+        predicted = q_values(critic, observations, actions)
         # Summed over critics, so each one learns at the set rate however many there are.
         loss = (predicted - bellman_target).square().mean(1).sum()
         optimiser.zero_grad(set_to_none=True)

@@ -40,7 +40,8 @@ def test_a_saved_model_and_a_fitted_one_both_work(pendulum, pendulum_model):
 
 
 def test_a_model_of_other_spaces_or_discrete_actions_is_refused(pendulum, cartpole, pendulum_model):
-    wide = PENDULUM_SPEC.model_copy(update={"action": PENDULUM_SPEC.action.model_copy(update={"shape": [2], "low": [-2.0] * 2, "high": [2.0] * 2})})
+    two_torques = PENDULUM_SPEC.action.model_copy(update={"shape": [2], "low": [-2.0] * 2, "high": [2.0] * 2})
+    wide = PENDULUM_SPEC.model_copy(update={"action": two_torques})
     with pytest.raises(ValueError, match="action"):
         evaluate_offline(lambda o: o[:, :2], pendulum, wide, "model", dynamics=pendulum_model)
     with pytest.raises(ValueError, match="action: a model-based estimate needs continuous actions"):

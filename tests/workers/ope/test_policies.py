@@ -24,7 +24,8 @@ def test_fqe_of_an_artifact_folder(exported, pendulum):
 
 
 def test_spaces_that_do_not_match_name_the_field_and_both_shapes(exported, tmp_path):
-    bigger = PENDULUM_SPEC.model_copy(update={"observation": PENDULUM_SPEC.observation.model_copy(update={"shape": [4]})})
+    four = PENDULUM_SPEC.observation.model_copy(update={"shape": [4]})
+    bigger = PENDULUM_SPEC.model_copy(update={"observation": four})
     with pytest.raises(ValueError, match=r"observation: .*\[3\].*\[4\]"):
         load_artifact(exported, bigger)
     with pytest.raises(ValueError, match=r"action: .*continuous of shape \[1\].*discrete with n=2"):
@@ -33,7 +34,7 @@ def test_spaces_that_do_not_match_name_the_field_and_both_shapes(exported, tmp_p
     bare = tmp_path / "bare"
     shutil.copytree(exported, bare)
     (bare / "card.json").unlink()
-    with pytest.raises(ValueError, match=r"observation: the policy does not take the dataset's observations of shape \[4\]"):
+    with pytest.raises(ValueError, match=r"observation: the policy does not take .* observations of shape \[4\]"):
         load_artifact(bare, bigger)
     card = json.loads((exported / "card.json").read_text())
     assert card["observation"]["shape"] == [3]
