@@ -5,10 +5,12 @@ terminal; a truncated row bootstraps, as in training: the cut is the logging's, 
 target network a hard copy refreshed every `target_update_interval` steps; each refresh is one iteration of
 fitted policy evaluation. Targets are clipped to the range no discounted return can leave, [min(r, 0),
 max(r, 0)] / (1 - gamma): a policy the data barely covers otherwise feeds its own overestimates back until
-they diverge (seen on CartPole for a policy that always pushes one way). The estimate is the mean of Q(s0, pi(s0)) over the episodes' initial states
-(Paine et al. 2020's initial-state value, as d3rlpy's `InitialStateValueEstimationEvaluator` computes it),
-in the dataset's reward units: the infinite-horizon discounted value, which for episodes cut by a time
-limit includes what would follow the cut.
+they diverge (seen on CartPole for a policy that always pushes one way).
+
+The estimate is the mean of Q(s0, pi(s0)) over the episodes' initial states (Paine et al. 2020's
+initial-state value, as d3rlpy's `InitialStateValueEstimationEvaluator` computes it), in the dataset's
+reward units: the infinite-horizon discounted value, which for episodes cut by a time limit includes what
+would follow the cut.
 
 The policy is fixed, so its actions at every next observation are computed once, up front, by whatever
 runs it (onnxruntime, an exported program, a callable); the loop then only samples indices on the device

@@ -55,8 +55,11 @@ class DatasetPolicy:
             flat = actions.reshape(rows, action.size).astype(np.float32, copy=False)
             return np.clip(flat, np.asarray(action.low, np.float32), np.asarray(action.high, np.float32))
         indices = actions.reshape(rows).astype(np.int64, copy=False)
-        if indices.size and (indices.min() < 0 or indices.max() >= action.n):
-            raise ValueError(f"action: the policy returned action {int(indices.max())}; the dataset has {action.n}")
+        outside = indices[(indices < 0) | (indices >= action.n)]
+        if outside.size:
+            raise ValueError(
+                f"action: the policy returned action {int(outside[0])}; the dataset's are 0..{action.n - 1}"
+            )
         return indices
 
     def _check_probe(self) -> None:
