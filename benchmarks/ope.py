@@ -1,9 +1,10 @@
 """Off-policy evaluation on Pendulum-v1: do FQE and the model-based estimate rank policies as the environment does?
 
-    .venv/bin/python benchmarks/ope.py [--episodes 100] [--fqe-steps 20000] [--true-episodes 30] [--threads 1]
+    .venv/bin/python benchmarks/ope.py [--data medium|mixed] [--episodes 100] [--fqe-steps 20000] [--threads 1]
 
-Data: `--episodes` episodes of the noisy scripted swing-up (`workers.behaviour`, "medium"), of which a
-split holds out 30%; every estimate is computed on the held-out episodes only. Policies of graded quality:
+Data: `--episodes` episodes of `workers.behaviour`'s Pendulum data ("medium": the noisy scripted swing-up;
+"mixed": alternate episodes of a lightly noisy swing-up and of random torques), of which a split holds out
+30%; every estimate is computed on the held-out episodes only. Policies of graded quality:
 the swing-up with more or less torque noise and more or fewer uniformly random actions (from the
 noise-free expert down to uniform random torques), plus behaviour cloning fitted for a few and for many
 steps on the training episodes. True value: the mean discounted return over `--true-episodes` seeded
@@ -84,6 +85,7 @@ def scores(estimates: np.ndarray, truths: np.ndarray) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", choices=["medium", "mixed"], default="medium")
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--true-episodes", type=int, default=30)
     parser.add_argument("--fqe-steps", type=int, default=20_000)
@@ -97,7 +99,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    data = pendulum_dataset("medium", args.episodes, seed=args.seed)
+    data = pendulum_dataset(args.data, args.episodes, seed=args.seed)
     validation = held_out(data.episode_ids, SPLIT)
     training = data.subset(~validation)
     policies: list[tuple[str, Callable[[np.ndarray], np.ndarray]]] = [

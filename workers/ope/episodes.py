@@ -16,7 +16,7 @@ def initial_rows(data: TransitionArrays) -> np.ndarray:
     ended = np.unique(data.episode_ids[data.terminals | data.truncateds])
     if len(ended) == 0:
         raise ValueError(
-            "the data has no complete episode (no row with terminal or truncated set), "
+            "no complete episode: no row has terminal or truncated set, "
             "so there is no initial state to estimate a return from"
         )
     order = np.lexsort((data.steps, data.episode_ids))

@@ -109,8 +109,8 @@ def evaluate_offline(
     try:
         initial = initial_rows(data)
     except ValueError as error:
-        where = "the split's held-out episodes" if split is not None else "the data"
-        raise ValueError(f"{where}: {error}") from None
+        where = "the split's held-out episodes have" if split is not None else "the data has"
+        raise ValueError(f"{where} {error}") from None
     dataset_policy = as_dataset_policy(policy, spec)
 
     details: dict[str, Any] = {}

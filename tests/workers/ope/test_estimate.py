@@ -24,14 +24,14 @@ def test_a_split_evaluates_only_the_held_out_episodes(pendulum):
 
 def test_data_or_a_split_without_a_complete_episode_is_refused(pendulum):
     unfinished = pendulum.subset(~(pendulum.terminals | pendulum.truncateds))
-    with pytest.raises(ValueError, match="the data: the data has no complete episode"):
+    with pytest.raises(ValueError, match="the data has no complete episode: no row has terminal or truncated set"):
         evaluate_offline(swing_up, unfinished, PENDULUM_SPEC, steps=10)
     with pytest.raises(ValueError, match="holds out no episode"):
         evaluate_offline(swing_up, pendulum, PENDULUM_SPEC, steps=10, split=Split(validation_fraction=0.0))
     # Held-out episodes whose ends are missing: rows, but no complete episode among them.
     split = Split(validation_fraction=0.5, seed=0)
     cut = pendulum.subset(~(held_out(pendulum.episode_ids, split) & pendulum.truncateds))
-    with pytest.raises(ValueError, match="the split's held-out episodes: the data has no complete episode"):
+    with pytest.raises(ValueError, match="the split's held-out episodes have no complete episode"):
         evaluate_offline(swing_up, cut, PENDULUM_SPEC, steps=10, split=split)
 
 
