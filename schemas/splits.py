@@ -13,6 +13,8 @@ is held out when u < validation_fraction.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,14 +42,19 @@ def episode_hash(episode_ids: np.ndarray, seed: int) -> np.ndarray:
     """splitmix64 of `episode_id ^ (seed * golden gamma)`, uint64 (see the module docstring)."""
     ids = np.asarray(episode_ids, dtype=np.int64)
     # Arrays, never numpy scalars: scalar uint64 arithmetic warns on the wrap-around the hash relies on.
+    # In place where possible: a million ids then cost a few temporaries, not one per operation.
     x = ids.reshape(-1).view(np.uint64) ^ np.uint64((seed * GOLDEN_GAMMA) & _MASK64)
-    x = x + np.uint64(GOLDEN_GAMMA)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return (x ^ (x >> np.uint64(31))).reshape(ids.shape)
+    x += np.uint64(GOLDEN_GAMMA)
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x.reshape(ids.shape)
 
 
 def held_out(episode_ids: np.ndarray, split: Split) -> np.ndarray:
     """Per row (or per episode id), whether the split holds it out: bool, the shape of `episode_ids`."""
-    unit = (episode_hash(episode_ids, split.seed) >> np.uint64(11)).astype(np.float64) * 2.0**-53
-    return unit < split.validation_fraction
+    # u = top53 / 2**53 < fraction  <=>  top53 < ceil(fraction * 2**53), exact in integers (top53 is one).
+    threshold = math.ceil(split.validation_fraction * 2.0**53)
+    return (episode_hash(episode_ids, split.seed) >> np.uint64(11)) < np.uint64(threshold)

