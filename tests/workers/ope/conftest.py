@@ -26,7 +26,7 @@ def one_thread():
 
 
 def discounted_returns(data: TransitionArrays, discount: float) -> np.ndarray:
-    """Each episode's discounted return, in episode-id order (rows of an episode are in step order)."""
+    """Each episode's discounted return (a row weighs discount ** step), in episode-id order."""
     ids, inverse = np.unique(data.episode_ids, return_inverse=True)
     weights = discount ** data.steps.astype(np.float64)
     return np.bincount(inverse, weights=weights * data.rewards, minlength=len(ids))
