@@ -25,8 +25,8 @@ import torch
 
 from schemas.splits import Split, held_out
 from workers.algos.training import fit
-from workers.behaviour import PENDULUM_SPEC, noisy_pendulum_controller, pendulum_dataset, rollout
-from workers.evaluate import load_policy
+from workers.rollouts.behaviour import PENDULUM_SPEC, noisy_pendulum_controller, pendulum_dataset, rollout
+from workers.rollouts.evaluate import load_policy
 from workers.ope.estimate import evaluate_offline
 from workers.ope.fqe import FQESettings
 from workers.ope.model_based import DynamicsSettings, fit_model

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from workers.algos.base import TransitionArrays
+from workers.algos.data import TransitionArrays
 
 
 def initial_rows(data: TransitionArrays) -> np.ndarray:

@@ -20,7 +20,7 @@ import torch
 
 from schemas.dataset import ContinuousActionSpec, DatasetSpec
 from schemas.splits import Split, held_out
-from workers.algos.base import TransitionArrays
+from workers.algos.data import TransitionArrays
 from workers.algos.data import episode_returns
 from workers.algos.dynamics import DynamicsModel
 from workers.ope.episodes import bootstrap_interval, initial_rows
@@ -186,7 +186,7 @@ def ope_file(
     on_progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """`evaluate_offline` of a policy folder on the transitions in a local file, as a JSON-able dict."""
-    from workers import formats
+    from workers import files
     from workers.algos.data import arrays_from_arrow
 
     split = None if validation_fraction is None else Split(validation_fraction=validation_fraction, seed=split_seed)
@@ -194,9 +194,9 @@ def ope_file(
         raise ValueError("device cuda was asked for, but torch sees no CUDA device here")
     if threads is not None:
         torch.set_num_threads(threads)
-    raw = formats.read_file(data_path)
-    spec = formats.infer_spec(raw, env_id=env_id)
-    data = arrays_from_arrow(formats.to_upload_table(raw, spec))
+    raw = files.read_file(data_path)
+    spec = files.infer_spec(raw, env_id=env_id)
+    data = arrays_from_arrow(files.to_upload_table(raw, spec))
     result = evaluate_offline(
         Path(policy_dir), data, spec, method, steps, seed, discount, split, device, on_progress=on_progress
     )

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from schemas.dataset import ContinuousActionSpec, DatasetSpec
-from workers.algos.base import Normalisation, TransitionArrays
+from workers.algos.data import Normalisation, TransitionArrays
 from workers.algos.nets import ContinuousQEnsemble, DiscreteQEnsemble, adam, frozen_copy, soft_update_
 from workers.algos.replay import ReplayBuffer, normalise_arrays
 from workers.ope.policies import DatasetPolicy

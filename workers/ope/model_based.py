@@ -23,7 +23,7 @@ import torch
 
 from schemas.algorithms import COMBOParams
 from schemas.dataset import ContinuousActionSpec, DatasetSpec
-from workers.algos.base import TransitionArrays, array_to_device
+from workers.algos.data import TransitionArrays, array_to_device
 from workers.algos.dynamics import DynamicsModel, fit_dynamics
 from workers.ope.policies import DatasetPolicy
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from schemas.dataset import ContinuousActionSpec, DatasetSpec, DiscreteActionSpec
 from workers.algos.export import CARD_FILE, ONNX_FILE, PROGRAM_FILE
-from workers.evaluate import PolicyFn, load_policy
+from workers.rollouts.evaluate import PolicyFn, load_policy
 
 CHUNK_ROWS = 65_536
 """Rows per policy call when acting on a whole dataset, so memory stays bounded."""

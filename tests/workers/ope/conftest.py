@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from workers.algos.base import TransitionArrays
+from workers.algos.data import TransitionArrays
 from workers.algos.export import export_policy
 from workers.algos.training import fit
-from workers.behaviour import PENDULUM_SPEC, cartpole_dataset, pendulum_dataset, pendulum_swing_up, rollout
+from workers.rollouts.behaviour import PENDULUM_SPEC, cartpole_dataset, pendulum_dataset, pendulum_swing_up, rollout
 from workers.ope.fqe import FQESettings
 
 FAST_FQE = FQESettings(hidden_sizes=(64, 64), learning_rate=5e-4, batch_size=128, target_update_interval=50)

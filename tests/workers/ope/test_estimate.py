@@ -5,9 +5,9 @@ import pytest
 
 from schemas.splits import Split, held_out
 from tests.workers.ope.conftest import DISCOUNT, FAST_FQE, swing_up
-from workers import formats
+from workers import files
 from workers.algos.data import arrays_to_arrow
-from workers.behaviour import PENDULUM_SPEC
+from workers.rollouts.behaviour import PENDULUM_SPEC
 from workers.ope.estimate import evaluate_offline, ope_file
 
 
@@ -56,7 +56,7 @@ def test_data_that_does_not_fit_the_spec_is_refused(pendulum, cartpole):
 
 def test_ope_file_reads_a_local_file_and_answers_json(pendulum, exported, tmp_path):
     data_path = tmp_path / "pendulum.parquet"
-    formats.write_file(arrays_to_arrow(pendulum, PENDULUM_SPEC), data_path, PENDULUM_SPEC)
+    files.write_file(arrays_to_arrow(pendulum, PENDULUM_SPEC), data_path, PENDULUM_SPEC)
     answer = ope_file(exported, data_path, steps=200, discount=DISCOUNT, validation_fraction=0.5, split_seed=2)
     assert json.loads(json.dumps(answer)) == answer
     assert {"method", "estimate", "low", "high", "discount", "episodes"} <= set(answer)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from tests.workers.ope.conftest import DISCOUNT, FAST_FQE, RandomTorques, discounted_returns, swing_up
-from workers.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC, cartpole_controller, noisy_pendulum_controller, rollout
+from workers.rollouts.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC, cartpole_controller, noisy_pendulum_controller, rollout
 from workers.ope.estimate import evaluate_offline
 
 

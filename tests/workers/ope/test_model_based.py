@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from tests.workers.ope.conftest import DISCOUNT, RandomTorques, swing_up
-from workers.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC
+from workers.rollouts.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC
 from workers.ope.estimate import evaluate_offline
 from workers.ope.model_based import DynamicsSettings, fit_model
 

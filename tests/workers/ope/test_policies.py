@@ -4,7 +4,7 @@ import shutil
 import numpy as np
 import pytest
 from tests.workers.ope.conftest import DISCOUNT, FAST_FQE
-from workers.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC
+from workers.rollouts.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC
 from workers.ope.estimate import evaluate_offline
 from workers.ope.policies import as_dataset_policy, load_artifact
 
