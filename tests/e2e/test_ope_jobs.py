@@ -63,7 +63,7 @@ def test_a_model_job_on_a_combo_version_rolls_out_in_the_stored_dynamics_model(c
     )
     worker = start_worker("--max-jobs", "2")
     policy_id = wait_for(client, trained.id, lambda job: job.status == "succeeded", 240, tmp_path).policy_id
-    assert policy_id is not None and trained.id
+    assert policy_id is not None
     evaluating = client.submit_job(
         {"kind": "evaluate", "dataset": "logged", "evaluate": {"policy": policy_id, "method": "model", "steps": 20}}
     )
