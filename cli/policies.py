@@ -8,7 +8,7 @@ import click
 
 from cli.errors import reports_errors
 from cli.jobs import submit, validated_job
-from cli.options import service_option, token_option, watch_option
+from cli.options import parse_version, service_option, token_option, version_option, watch_option
 from cli.output import print_table
 
 
@@ -29,8 +29,9 @@ def policies(context: click.Context, service: str, token: str | None, dataset: s
         listed = client.list_policies(dataset=dataset)
     rows = []
     for policy in listed:
-        evaluations = policy.card.get("evaluations") or []
-        last_return = f"{evaluations[-1]['mean']:.1f}" if evaluations else ""
+        # an environment's return; off-policy estimates are on the card (`policies show`)
+        returns = [entry["mean"] for entry in policy.card.get("evaluations") or [] if "mean" in entry]
+        last_return = f"{returns[-1]:.1f}" if returns else ""
         created = policy.created_at.strftime("%Y-%m-%d %H:%M")
         rows.append((policy.id, policy.algorithm, f"{policy.dataset}@{policy.version}", policy.parent_policy or "", last_return, created))
     print_table(("id", "algorithm", "data", "parent", "return", "created"), rows)
@@ -50,18 +51,52 @@ def policies_show(obj: dict[str, Any], policy_id: str) -> None:
 
 @policies.command("evaluate")
 @click.argument("policy_id")
-@click.option("--episodes", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--method",
+    default="env",
+    show_default=True,
+    type=click.Choice(["env", "fqe", "model"]),
+    help="run it in the dataset's environment, or estimate its return from logged episodes (no environment)",
+)
+@version_option
+@click.option("--validation-fraction", default=None, type=click.FloatRange(0.0, 0.9, min_open=True), help="fqe/model: estimate on this share of held-out episodes only")
+@click.option("--split-seed", default=0, show_default=True, type=click.IntRange(min=0), help="which episodes are held out")
+@click.option("--steps", default=None, type=click.IntRange(min=1), help="fqe: gradient steps (default 20,000); model: rollout horizon")
+@click.option("--discount", default=0.99, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True))
+@click.option("--episodes", default=10, show_default=True, type=click.IntRange(min=1), help="env: episodes to run")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @watch_option
 @click.pass_obj
 @reports_errors
-def policies_evaluate(obj: dict[str, Any], policy_id: str, episodes: int, seed: int, watch: bool) -> None:
-    """Submit an evaluate job: a worker runs the policy in its dataset's environment; returns go on its card."""
+def policies_evaluate(
+    obj: dict[str, Any],
+    policy_id: str,
+    method: str,
+    version: str,
+    validation_fraction: float | None,
+    split_seed: int,
+    steps: int | None,
+    discount: float,
+    episodes: int,
+    seed: int,
+    watch: bool,
+) -> None:
+    """Submit an evaluate job: a worker runs the policy in its dataset's environment (env), or estimates its
+    return from a version's logged episodes (fqe, model); the result goes on its card."""
     from workers.client import ReplaybankClient
 
+    if method == "env" and (validation_fraction is not None or steps is not None):
+        raise click.UsageError("--validation-fraction and --steps are for --method fqe or model")
     with ReplaybankClient(obj["service"], obj["token"]) as client:
         dataset = client.get_policy(policy_id).dataset
-    job = validated_job(kind="evaluate", dataset=dataset, seed=seed, evaluate={"policy": policy_id, "episodes": episodes})
+    options: dict[str, Any] = {"policy": policy_id, "method": method}
+    if method == "env":
+        options["episodes"] = episodes
+    else:
+        options |= {"steps": steps, "discount": discount}
+        if validation_fraction is not None:
+            options["split"] = {"validation_fraction": validation_fraction, "seed": split_seed}
+    job = validated_job(kind="evaluate", dataset=dataset, version=parse_version(version), seed=seed, evaluate=options)
     submit(obj["service"], obj["token"], job, watch)
 
 

@@ -17,6 +17,7 @@ from pydantic import (
 
 from schemas.algorithms import ALGORITHM_PARAMS
 from schemas.dataset import Name, StrictModel, VersionRef
+from schemas.splits import Split
 from schemas.times import UtcDatetime
 
 JobKind = Literal["train", "collect", "evaluate"]
@@ -87,11 +88,33 @@ class CollectOptions(StrictModel):
         return self
 
 
+EvaluateMethod = Literal["env", "fqe", "model"]
+OfflineMethod = Literal["fqe", "model"]
+MAX_OPE_STEPS = 1_000_000
+
+
 class EvaluateOptions(StrictModel):
-    """Run `policy` for some episodes in the dataset's environment; the returns go on the policy's card."""
+    """Evaluate `policy`: run it in the dataset's environment ("env"), or estimate its return from the pinned
+    version's logged episodes (or their held-out part) by Fitted Q Evaluation ("fqe") or rollouts in a
+    learned dynamics model ("model"). What it finds goes on the policy's card."""
 
     policy: PolicyId
-    episodes: int = Field(default=10, ge=1, le=10_000)
+    method: EvaluateMethod = Field(default="env", description="env needs the dataset's env_id; fqe and model do not")
+    episodes: int = Field(default=10, ge=1, le=10_000, description="env: the episodes to run")
+    split: Split | None = Field(default=None, description="fqe/model: estimate on this split's held-out episodes only")
+    steps: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_OPE_STEPS,
+        description="fqe: gradient steps (default 20,000); model: the rollout horizon (default the mean episode length)",
+    )
+    discount: float = Field(default=0.99, gt=0.0, lt=1.0, description="fqe/model: the discount of the estimated return")
+
+    @model_validator(mode="after")
+    def _offline_options_need_an_offline_method(self) -> EvaluateOptions:
+        if self.method == "env" and (self.split is not None or self.steps is not None):
+            raise ValueError("env evaluations run episodes; split and steps are for the fqe and model methods")
+        return self
 
 
 class JobCreate(StrictModel):
@@ -306,6 +329,38 @@ class CollectResult(StrictModel):
     returns: list[float] = Field(default_factory=list)
 
 
-class EvaluateResult(StrictModel):
+class EnvEvaluateResult(StrictModel):
+    """What an "env" evaluate job found: the return and length of each episode it ran."""
+
     returns: list[float] = Field(min_length=1)
     lengths: list[int] = Field(default_factory=list)
+
+
+class OPEEvaluateResult(StrictModel):
+    """What an "fqe" or "model" evaluate job estimated: the expected discounted return and its interval."""
+
+    method: OfflineMethod
+    estimate: float = Field(allow_inf_nan=False)
+    low: float = Field(allow_inf_nan=False)
+    high: float = Field(allow_inf_nan=False)
+    confidence: float = Field(default=0.95, gt=0.0, lt=1.0)
+    discount: float = Field(gt=0.0, lt=1.0)
+    episodes: int = Field(ge=1, description="complete episodes whose initial states the estimate averages over")
+    rows: int = Field(ge=1)
+    split: Split | None = None
+    steps: int = Field(ge=1, description="fqe: gradient steps; model: the rollout horizon")
+    details: dict[str, float | int | bool | str] = Field(default_factory=dict, max_length=MAX_METRICS)
+
+    @model_validator(mode="after")
+    def _estimate_within_interval(self) -> OPEEvaluateResult:
+        if not self.low <= self.high:
+            raise ValueError(f"the interval [{self.low}, {self.high}] is empty")
+        return self
+
+
+EvaluateResult = EnvEvaluateResult | OPEEvaluateResult
+"""What `complete` takes for an evaluate job: the shape its method makes (`evaluate_result_model`)."""
+
+
+def evaluate_result_model(method: str) -> type[EnvEvaluateResult] | type[OPEEvaluateResult]:
+    return EnvEvaluateResult if method == "env" else OPEEvaluateResult

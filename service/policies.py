@@ -11,7 +11,7 @@ from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from schemas.dataset import Page
-from schemas.jobs import ACTIVE_STATUSES, EvaluateOptions, EvaluateResult
+from schemas.jobs import ACTIVE_STATUSES, EnvEvaluateResult, EvaluateOptions, EvaluateResult
 from schemas.policies import PolicyCard, PolicyFormat, PolicyPublic
 from service.catalog import Catalog
 from service.catalog.jobs import JobRow, PolicyRow
@@ -97,20 +97,29 @@ class Policies:
         return policy_public(await self.catalog.run(record))
 
     def record_evaluation(self, session: Session, job: JobRow, evaluated: EvaluateResult) -> None:
-        """Add an evaluate job's returns to its policy's card, in the session that finishes the job."""
+        """Add an evaluate job's finding to its policy's card, in the session that finishes the job.
+
+        Every evaluation is kept, each with what it was measured on (version, split) and how (method).
+        """
         policy_id = EvaluateOptions.model_validate(job.options["evaluate"]).policy
         policy = session.get(PolicyRow, policy_id, with_for_update=True)
         if policy is None:
             raise ApiError(409, "conflict", f"policy {policy_id} was deleted while job {job.id} evaluated it")
-        returns = evaluated.returns
-        mean = sum(returns) / len(returns)
-        std = (sum((value - mean) ** 2 for value in returns) / len(returns)) ** 0.5
-        evaluation = {
-            "returns": returns,
-            "lengths": evaluated.lengths,
-            "mean": mean,
-            "std": std,
-            "episodes": len(returns),
+        if isinstance(evaluated, EnvEvaluateResult):
+            returns = evaluated.returns
+            mean = sum(returns) / len(returns)
+            std = (sum((value - mean) ** 2 for value in returns) / len(returns)) ** 0.5
+            found = {
+                "method": "env",
+                "returns": returns,
+                "lengths": evaluated.lengths,
+                "mean": mean,
+                "std": std,
+                "episodes": len(returns),
+            }
+        else:
+            found = evaluated.model_dump(mode="json")
+        evaluation = found | {
             "job_id": job.id,
             "seed": job.seed,
             "dataset": job.dataset,

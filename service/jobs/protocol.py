@@ -24,13 +24,14 @@ from schemas.jobs import (
     Claim,
     ClaimRequest,
     CollectResult,
-    EvaluateResult,
+    EvaluateOptions,
     Heartbeat,
     HeartbeatReply,
     JobComplete,
     JobFail,
     JobPublic,
     MetricPoint,
+    evaluate_result_model,
 )
 from service.catalog import Catalog
 from service.catalog.jobs import DynamicsRow, JobRow, MetricPointRow
@@ -172,7 +173,8 @@ class WorkerProtocol:
             if row.kind == "collect":
                 result = validated(CollectResult, done.result, "result").model_dump(mode="json")
             if row.kind == "evaluate":
-                evaluated = validated(EvaluateResult, done.result, "result")
+                method = EvaluateOptions.model_validate(row.options["evaluate"]).method
+                evaluated = validated(evaluate_result_model(method), done.result, "result")
                 result = evaluated.model_dump(mode="json")
                 self.policies.record_evaluation(session, row, evaluated)
             now = utcnow()

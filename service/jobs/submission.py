@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import numpy as np
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from schemas.algorithms import ALGORITHM_PARAMS
 from schemas.dataset import Page
-from schemas.jobs import FINISHED_STATUSES, JobCreate, JobPublic, MetricPoint
+from schemas.jobs import FINISHED_STATUSES, EvaluateOptions, JobCreate, JobPublic, MetricPoint
+from schemas.splits import held_out
 from schemas.transition import POLICY_SOURCE_PREFIX
 from service.catalog import Catalog
-from service.catalog.jobs import JobRow, MetricPointRow
-from service.catalog.tables import DatasetRow, VersionRow, utcnow
+from service.catalog.jobs import JobRow, MetricPointRow, PolicyRow
+from service.catalog.tables import DatasetRow, EpisodeRow, VersionRow, utcnow
 from service.datasets import Datasets
 from service.errors import ApiError, validated
 from service.jobs.records import aware, job_public, job_row, new_id, policy_row
@@ -68,9 +71,14 @@ class Jobs:
             for name, chosen in (("collect", create.collect), ("evaluate", create.evaluate)):
                 if chosen is None:
                     continue
-                policy_row(session, chosen.policy, f"{name}.policy")
-                if not spec_env:
+                policy = policy_row(session, chosen.policy, f"{name}.policy")
+                offline = isinstance(chosen, EvaluateOptions) and chosen.method != "env"
+                if not spec_env and not offline:
                     raise ApiError(422, "invalid", f"dataset {dataset} names no env_id to {name} in", f"{name}.policy")
+                if isinstance(chosen, EvaluateOptions):
+                    _check_spaces(policy, dataset_row)
+                    if offline:
+                        _check_offline_evaluation(session, chosen, dataset_row, version.version)
                 options[name] = chosen.model_dump(mode="json")
             now = utcnow()
             row = JobRow(
@@ -171,3 +179,60 @@ def _check_online_fraction(dataset: str, version: VersionRow, fraction: float) -
                 f"(its rows by source: {sources or 'none'})",
                 "online_fraction",
             )
+
+
+def _check_spaces(policy: PolicyRow, dataset: DatasetRow) -> None:
+    """A policy acts on the observations and in the action space its card names: the dataset's must be those."""
+    card, spec = policy.card, dataset.spec
+    observation, action = card.get("observation"), card.get("action")
+    if observation is not None and list(observation.get("shape", [])) != list(spec["observation"]["shape"]):
+        raise ApiError(
+            422,
+            "invalid",
+            f"policy {policy.id} takes observations of shape {observation.get('shape')}; "
+            f"dataset {dataset.name}'s are {spec['observation']['shape']}",
+            "evaluate.policy",
+        )
+    if action is not None and _action_space(action) != _action_space(spec["action"]):
+        raise ApiError(
+            422,
+            "invalid",
+            f"policy {policy.id} acts in {_action_space(action)}; dataset {dataset.name}'s actions are "
+            f"{_action_space(spec['action'])}",
+            "evaluate.policy",
+        )
+
+
+def _action_space(action: dict[str, Any]) -> str:
+    if action.get("kind") == "discrete":
+        return f"discrete actions 0..{action.get('n', 0) - 1}"
+    return f"continuous actions of shape {list(action.get('shape', []))}"
+
+
+def _check_offline_evaluation(session: Session, chosen: EvaluateOptions, dataset: DatasetRow, version: int) -> None:
+    """An estimate starts from complete episodes' initial states: the version (and split) must hold one."""
+    if chosen.method == "model" and dataset.spec["action"].get("kind") == "discrete":
+        raise ApiError(
+            422, "invalid", f"a model-based estimate needs continuous actions; {dataset.name}'s are discrete", "evaluate.method"
+        )
+    ended = session.scalars(
+        select(EpisodeRow.episode_id).where(
+            EpisodeRow.dataset_id == dataset.id, EpisodeRow.ended_in.is_not(None), EpisodeRow.ended_in <= version
+        )
+    ).all()
+    if not ended:
+        raise ApiError(
+            422,
+            "invalid",
+            f"{dataset.name} version {version} holds no complete episode (none has ended by then) to estimate a return from",
+            "version",
+        )
+    split = chosen.split
+    if split is not None and not held_out(np.asarray(ended, dtype=np.int64), split).any():
+        raise ApiError(
+            422,
+            "invalid",
+            f"the split (validation_fraction={split.validation_fraction}, seed={split.seed}) holds out none of the "
+            f"{len(ended)} complete episodes of {dataset.name} version {version}",
+            "evaluate.split",
+        )

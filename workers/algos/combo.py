@@ -55,6 +55,13 @@ DYNAMICS_FIELDS = (
 """The parameters a trained dynamics model depends on (with the dataset version)."""
 
 
+def dynamics_key(params: COMBOParams) -> str:
+    """Names the dynamics parameters: a saved model fits another run when the dataset version and this agree."""
+    settings = {name: getattr(params, name) for name in DYNAMICS_FIELDS}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    return f"combo-dynamics-{digest}"
+
+
 class COMBO(CQL):
     name = "combo"
     Params = COMBOParams
@@ -77,10 +84,7 @@ class COMBO(CQL):
     # the dynamics model: trained once per dataset version, then loaded
 
     def dynamics_key(self) -> str:
-        """Names the dynamics parameters: a saved model fits another run when the dataset version and this agree."""
-        settings = {name: getattr(self.params, name) for name in DYNAMICS_FIELDS}
-        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-        return f"combo-dynamics-{digest}"
+        return dynamics_key(self.params)
 
     def load_dynamics(self, blob: bytes) -> None:
         """Use a saved dynamics model (from `dynamics_bytes`) instead of training one in `prepare`."""

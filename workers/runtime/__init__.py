@@ -6,4 +6,5 @@ retry.py     what becomes of a job whose runner raised: failed, dropped to lapse
 train.py     the train runner (checkpoints, resume, fine-tuning, export, upload)
 collect.py   the collect runner (chunked idempotent appends with the job's lease)
 evaluate.py  the evaluate runner (returns in the dataset's environment)
+ope.py       the offline evaluate runner ("fqe"/"model": an estimate from logged episodes, no environment)
 """

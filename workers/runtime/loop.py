@@ -1,7 +1,7 @@
 """A worker: claims jobs over HTTP and runs them (train, collect, evaluate) until told to stop.
 
 Each claimed job runs in a `JobSession` (session.py: the lease and its heartbeats) through the runner
-for its kind (train.py, collect.py, evaluate.py); when the runner raises, retry.py decides what becomes
+for its kind (train.py, collect.py, evaluate.py, or ope.py for an offline evaluation); when the runner raises, retry.py decides what becomes
 of the job. SIGTERM (or Ctrl-C) makes the worker checkpoint, give the job back and exit; while it only
 waits for a claim, it exits at once.
 """
@@ -21,10 +21,11 @@ from typing import Any
 import torch
 import torch._dynamo  # noqa: F401  (torch.optim imports it at the first optimiser, ~2 s: pay that at start, not in a job)
 
-from schemas.jobs import Claim, JobComplete
+from schemas.jobs import Claim, JobComplete, JobPublic
 from workers.client import ReplaybankClient, ReplaybankError
 from workers.runtime.collect import run_collect
 from workers.runtime.evaluate import run_evaluate
+from workers.runtime.ope import run_offline_evaluate
 from workers.runtime.retry import quietly, settle_failure
 from workers.runtime.session import JobSession, WorkerStopping
 from workers.runtime.train import run_train
@@ -60,6 +61,13 @@ Runner = Callable[[JobSession, str, WorkerOptions], JobComplete]
 
 RUNNERS: dict[str, Runner] = {"train": run_train, "collect": run_collect, "evaluate": run_evaluate}
 """The runner of each job kind: runs the held job and returns what to report on success."""
+
+
+def runner_for(job: JobPublic) -> Runner:
+    """Evaluate jobs with an "fqe" or "model" method estimate offline, with no environment."""
+    if job.evaluate is not None and job.evaluate.method != "env":
+        return run_offline_evaluate
+    return RUNNERS[job.kind]
 
 
 def best_device(requested: str | None) -> str:
@@ -127,7 +135,7 @@ def run_job(client: ReplaybankClient, claim: Claim, device: str, options: Worker
     log.info("job %s (%s, attempt %d) on %s@%d", job.id, job.kind, job.attempts, job.dataset, job.version)
     with JobSession(client, claim, stopping) as session:
         try:
-            done = RUNNERS[job.kind](session, device, options)
+            done = runner_for(job)(session, device, options)
             session.beat()  # the metric points since the last heartbeat belong to the curve too
             session.raise_if_abandoned()
             client.complete_job(job.id, claim.lease, done)
