@@ -93,6 +93,31 @@ class BCParams(TrainingParams):
     )
 
 
+class AWACParams(ValueLearningParams):
+    """Advantage-Weighted Actor-Critic (Nair, Gupta, Dalal and Levine, 2020). Continuous actions only.
+
+    Defaults follow the paper and d3rlpy's `AWACConfig` (batch 1024, lambda 1, softmax-normalised weights,
+    one sampled action for V); CORL's `awac.py` differs in batch size (256) and clips exp(A / lambda) at
+    100 instead of normalising (`weighting="clipped"`).
+    """
+
+    batch_size: int = Field(default=1024, ge=1, le=65536, description="transitions per gradient step (CORL: 256)")
+    lam: float = Field(
+        default=1.0, gt=0.0, le=1000.0, description="lambda: the advantage weight is exp(A / lambda); smaller is greedier"
+    )
+    weighting: Literal["softmax", "clipped"] = Field(
+        default="softmax",
+        description="softmax: exp(A / lambda) normalised over the batch (paper, d3rlpy); clipped: exp(A / lambda) "
+        "capped at max_advantage_weight (CORL)",
+    )
+    max_advantage_weight: float = Field(
+        default=100.0, gt=0.0, description="the cap of the clipped weighting (CORL's exp_adv_max)"
+    )
+    sampled_actions: int = Field(
+        default=1, ge=1, le=100, description="actions drawn from pi(s) to estimate V(s) in A = Q(s, a) - V(s)"
+    )
+
+
 class COMBOParams(CQLParams):
     """Conservative Offline Model-Based Policy Optimisation (Yu, Kumar, Rafailov, Rajeswaran, Levine and Finn,
     2021): CQL(H) on a batch mixing dataset and model-rollout transitions, whose conservative term pushes Q down
@@ -148,5 +173,6 @@ ALGORITHM_PARAMS: dict[str, type[TrainingParams]] = {
     "cql": CQLParams,
     "combo": COMBOParams,
     "bc": BCParams,
+    "awac": AWACParams,
 }
 """Each algorithm's name, as jobs and the CLI spell it, and its parameter model."""
