@@ -96,9 +96,10 @@ class BCParams(TrainingParams):
 class AWACParams(ValueLearningParams):
     """Advantage-Weighted Actor-Critic (Nair, Gupta, Dalal and Levine, 2020). Continuous actions only.
 
-    Defaults follow the paper and d3rlpy's `AWACConfig` (batch 1024, lambda 1, softmax-normalised weights,
-    one sampled action for V); CORL's `awac.py` differs in batch size (256) and clips exp(A / lambda) at
-    100 instead of normalising (`weighting="clipped"`).
+    Defaults follow d3rlpy's `AWACConfig`, after the paper: batch 1024, lambda 1, learning rates 3e-4, tau
+    0.005, twin critics, weights normalised by a softmax over the batch, one sampled action for V, and
+    2 x 256 networks. CORL's `awac.py` differs in batch size (256), networks (3 x 256) and weighting: it
+    clips exp(A / lambda) at 100 instead of normalising (`weighting="clipped"`).
     """
 
     batch_size: int = Field(default=1024, ge=1, le=65536, description="transitions per gradient step (CORL: 256)")

@@ -10,10 +10,10 @@ the updated critic, as both references do.
 
 The actor is a Gaussian around tanh(f(s)) with a state-independent sigma, log sigma in [-6, 0] (d3rlpy's
 bounds; CORL's are [-20, 2] around an unsquashed mean); its samples are clipped to the action box.
-Continuous actions only: the method weighs a density over actions. Because the critic evaluates the
-policy rather than the data's behaviour, AWAC keeps improving when a parent is fine-tuned on new
-(e.g. online) data, which is why it is recommended for offline training followed by fine-tuning.
-Parameters and defaults: `schemas.algorithms.AWACParams`.
+Continuous actions only: the method weighs a Gaussian density over actions. The critic evaluates the
+current policy rather than the data's behaviour, which is the paper's case for AWAC when offline
+training is followed by fine-tuning on new (e.g. online) data; a child starts from its parent's
+registered parts like every algorithm here. Parameters and defaults: `schemas.algorithms.AWACParams`.
 """
 
 from __future__ import annotations
