@@ -77,6 +77,17 @@ def make_config(algorithm: str, arrays, args):
             n_action_samples=10,
             **common,
         )
+    if algorithm == "awac":
+        # lambda 1 and one action sampled from the policy for V, as our AWAC defaults (d3rlpy's own too).
+        return d3rlpy.algos.AWACConfig(
+            actor_encoder_factory=encoder,
+            critic_encoder_factory=encoder,
+            actor_learning_rate=args.actor_lr or 3e-4,
+            critic_learning_rate=3e-4,
+            lam=1.0,
+            n_action_samples=1,
+            **common,
+        )
     raise SystemExit(f"unknown algorithm {algorithm}")
 
 
@@ -102,7 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["speed", "train"])
     parser.add_argument("--data", required=True)
-    parser.add_argument("--algorithm", required=True, choices=["iql", "cql", "bc"])
+    parser.add_argument("--algorithm", required=True, choices=["iql", "cql", "bc", "awac"])
     parser.add_argument("--steps", type=int, required=True)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)

@@ -1,4 +1,4 @@
-"""Returns of our IQL, CQL and BC beside d3rlpy 2.8.1's on the same generated datasets, and COMBO beside CQL.
+"""Returns of our IQL, CQL, AWAC and BC beside d3rlpy 2.8.1's on the same generated datasets, and COMBO beside CQL.
 
     bash benchmarks/setup_baseline_venv.sh          # once: d3rlpy in .venv-bench
     .venv/bin/python benchmarks/quality.py [--seeds 0 1] [--scale 1.0]
@@ -10,10 +10,12 @@ Datasets, generated here:
   1000 steps (about 15,000 rows).
 Both sides train the same number of steps with the same short-run settings as tests/workers/algos/
 test_learning.py (64-unit networks, policy learning rate 1e-3, CQL's temperature starting at 0.1 with
-learning rate 1e-3; everything else at each library's defaults for the algorithm, with observations
+learning rate 1e-3, AWAC's batches of 256 on our side as on d3rlpy's, where the baseline script sets
+every batch; everything else at each library's defaults for the algorithm, with observations
 standardised, actions scaled to [-1, 1] and rewards scaled by the return spread on both sides).
 Each policy is evaluated by workers/rollouts/evaluate.py on the same seeded episodes; d3rlpy's comes back as
-the TorchScript policy it saves. d3rlpy trains in a subprocess of .venv-bench beside our runs.
+the TorchScript policy it saves. d3rlpy trains in a subprocess of .venv-bench beside our runs; without
+.venv-bench only our side runs and the d3rlpy columns stay empty.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ EXTRA = {
     "iql": {},
     "cql": {"entropy_lr": 1e-3, "initial_entropy_temperature": 0.1},
     "combo": {"entropy_lr": 1e-3, "max_dynamics_epochs": 30, "rollout_batch_size": 5000},
+    "awac": {"batch_size": 256},
 }
-STEPS = {"bc": 2000, "iql": 3000, "cql": 2000, "combo": 2000}
+STEPS = {"bc": 2000, "iql": 3000, "cql": 2000, "combo": 2000, "awac": 3000}
 EVALUATION_SEED = 1000
 INVERTED_PENDULUM_GAINS = np.array([1.0, 10.0, 1.0, 1.0], dtype=np.float32)
 
@@ -152,7 +155,7 @@ def evaluate_torchscript(path: Path, env_id: str, episodes: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=["pendulum-medium", "inverted-pendulum-medium"])
-    parser.add_argument("--algorithms", nargs="+", default=["bc", "iql", "cql", "combo"])
+    parser.add_argument("--algorithms", nargs="+", default=["bc", "iql", "cql", "combo", "awac"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every step budget")
     parser.add_argument("--episodes", type=int, default=10, help="evaluation episodes per policy")

@@ -93,6 +93,32 @@ class BCParams(TrainingParams):
     )
 
 
+class AWACParams(ValueLearningParams):
+    """Advantage-Weighted Actor-Critic (Nair, Gupta, Dalal and Levine, 2020). Continuous actions only.
+
+    Defaults follow d3rlpy's `AWACConfig`, after the paper: batch 1024, lambda 1, learning rates 3e-4, tau
+    0.005, twin critics, weights normalised by a softmax over the batch, one sampled action for V, and
+    2 x 256 networks. CORL's `awac.py` differs in batch size (256), networks (3 x 256) and weighting: it
+    clips exp(A / lambda) at 100 instead of normalising (`weighting="clipped"`).
+    """
+
+    batch_size: int = Field(default=1024, ge=1, le=65536, description="transitions per gradient step (CORL: 256)")
+    lam: float = Field(
+        default=1.0, gt=0.0, le=1000.0, description="lambda: the advantage weight is exp(A / lambda); smaller is greedier"
+    )
+    weighting: Literal["softmax", "clipped"] = Field(
+        default="softmax",
+        description="softmax: exp(A / lambda) normalised over the batch (paper, d3rlpy); clipped: exp(A / lambda) "
+        "capped at max_advantage_weight (CORL)",
+    )
+    max_advantage_weight: float = Field(
+        default=100.0, gt=0.0, description="the cap of the clipped weighting (CORL's exp_adv_max)"
+    )
+    sampled_actions: int = Field(
+        default=1, ge=1, le=100, description="actions drawn from pi(s) to estimate V(s) in A = Q(s, a) - V(s)"
+    )
+
+
 class COMBOParams(CQLParams):
     """Conservative Offline Model-Based Policy Optimisation (Yu, Kumar, Rafailov, Rajeswaran, Levine and Finn,
     2021): CQL(H) on a batch mixing dataset and model-rollout transitions, whose conservative term pushes Q down
@@ -148,5 +174,6 @@ ALGORITHM_PARAMS: dict[str, type[TrainingParams]] = {
     "cql": CQLParams,
     "combo": COMBOParams,
     "bc": BCParams,
+    "awac": AWACParams,
 }
 """Each algorithm's name, as jobs and the CLI spell it, and its parameter model."""

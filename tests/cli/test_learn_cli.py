@@ -54,6 +54,7 @@ def data_files(tmp_path_factory) -> dict[str, Path]:
         ("bc", "npz", ["--env", "Pendulum-v1"]),  # a bare NPZ names no environment
         ("combo", "parquet", ["-p", "max_dynamics_epochs=2", "-p", "ensemble_size=2", "-p", "elites=1",
                               "-p", "rollout_batch_size=64", "-p", "dynamics_hidden_sizes=[16]"]),
+        ("awac", "hdf5", ["-p", "weighting=clipped"]),
     ],
 )
 def test_fit_writes_a_policy_that_evaluate_runs(algorithm, file_format, extra, data_files, tmp_path) -> None:

@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from schemas.algorithms import ALGORITHM_PARAMS, BCParams, COMBOParams, CQLParams, IQLParams
+from schemas.algorithms import ALGORITHM_PARAMS, AWACParams, BCParams, COMBOParams, CQLParams, IQLParams
 
 
 def test_paper_defaults():
@@ -13,10 +13,13 @@ def test_paper_defaults():
     combo = COMBOParams()
     assert (combo.ensemble_size, combo.elites, combo.rollout_length, combo.real_ratio) == (7, 5, 5, 0.5)
     assert BCParams().loss == "mse"
+    awac = AWACParams()  # the paper's and d3rlpy's; CORL differs in batch size (256) and weighting ("clipped")
+    assert (awac.lam, awac.weighting, awac.sampled_actions, awac.max_advantage_weight) == (1.0, "softmax", 1, 100.0)
+    assert (awac.batch_size, awac.actor_lr, awac.critic_lr, awac.tau, awac.gamma) == (1024, 3e-4, 3e-4, 0.005, 0.99)
 
 
 def test_every_algorithm_has_a_params_model():
-    assert set(ALGORITHM_PARAMS) == {"iql", "cql", "combo", "bc"}
+    assert set(ALGORITHM_PARAMS) == {"iql", "cql", "combo", "bc", "awac"}
 
 
 @pytest.mark.parametrize(
@@ -32,6 +35,14 @@ def test_every_algorithm_has_a_params_model():
         (BCParams, {"gamma": 0.9}, "gamma"),  # BC has no discount: unknown here
         (COMBOParams, {"real_ratio": 1.5}, "real_ratio"),
         (IQLParams, {"expectiel": 0.8}, "expectiel"),
+        (AWACParams, {"lam": 0}, "lam"),
+        (AWACParams, {"lam": 1001}, "lam"),
+        (AWACParams, {"weighting": "rank"}, "weighting"),
+        (AWACParams, {"max_advantage_weight": 0}, "max_advantage_weight"),
+        (AWACParams, {"sampled_actions": 0}, "sampled_actions"),
+        (AWACParams, {"sampled_actions": 101}, "sampled_actions"),
+        (AWACParams, {"batch_size": 0}, "batch_size"),
+        (AWACParams, {"expectile": 0.7}, "expectile"),  # an IQL parameter: unknown here
     ],
 )
 def test_bad_params_name_the_field(model, params, field):

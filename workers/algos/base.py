@@ -1,6 +1,6 @@
 """What every offline algorithm offers, and the parts its training state is made of.
 
-Algorithm files (iql.py, cql.py, combo.py, bc.py) subclass `OfflineAlgorithm` and `register` the
+Algorithm files (iql.py, cql.py, combo.py, awac.py, bc.py) subclass `OfflineAlgorithm` and `register` the
 attributes holding their networks, target networks, optimisers, schedules and learnable scalars once;
 `state_dict`, `load_state_dict` and `optimisers` are built from that registry. The training loop,
 export and the workers only use this interface.

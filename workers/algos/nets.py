@@ -160,6 +160,15 @@ class GaussianActor(nn.Module):
         log_std = self.log_std.clamp(*self.log_std_bounds)
         return gaussian_log_prob(actions, mean, log_std).sum(-1)
 
+    def sample(self, observations: torch.Tensor, count: int = 1) -> torch.Tensor:
+        """`count` actions per state drawn from the policy and clipped to [-1, 1], [B * count, A] (each
+        state's `count` rows together; torch's global RNG)."""
+        mean = self(observations)
+        if count > 1:
+            mean = mean.repeat_interleave(count, dim=0)
+        log_std = self.log_std.clamp(*self.log_std_bounds)
+        return (mean + log_std.exp() * torch.randn_like(mean)).clamp(-1.0, 1.0)
+
 
 class TanhGaussianActor(nn.Module):
     """SAC's actor: u ~ N(mu(s), sigma(s)), a = tanh(u); `forward` is the deterministic tanh(mu)."""

@@ -33,6 +33,8 @@ VARIANTS = {
     "bc-nll": ("bc", False, {**SMALL, "loss": "nll"}),
     "bc-discrete": ("bc", True, SMALL),
     "combo": ("combo", False, COMBO_SMALL),
+    "awac": ("awac", False, SMALL),
+    "awac-clipped": ("awac", False, {**SMALL, "weighting": "clipped", "sampled_actions": 3}),
 }
 
 

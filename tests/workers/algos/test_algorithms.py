@@ -117,7 +117,7 @@ def test_only_parts_registered_once_are_accepted(small_pendulum):
 
 def test_only_combo_prepares_anything(small_pendulum):
     normalisation = Normalisation.from_arrays(small_pendulum)
-    for name in ("iql", "cql", "bc"):
+    for name in ("iql", "cql", "bc", "awac"):
         algorithm = make_algorithm(name, {}, PENDULUM_SPEC, normalisation, "cpu", 0, 10)
         assert algorithm.prepare(small_pendulum) == {}
 

@@ -40,6 +40,7 @@ CASES = {
     "cql-continuous": ("cql", PENDULUM_SPEC, {"sampled_actions": 2}),
     "cql-discrete": ("cql", CARTPOLE_SPEC, {}),
     "bc-discrete": ("bc", CARTPOLE_SPEC, {}),
+    "awac-continuous-2d-observations": ("awac", IMAGE_LIKE_SPEC, {"sampled_actions": 2}),
 }
 
 

@@ -75,7 +75,7 @@ def test_fit_resumes_from_a_checkpoint_to_the_same_result(small_pendulum):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("name", ["iql", "cql", "bc"])
+@pytest.mark.parametrize("name", ["iql", "cql", "bc", "awac"])
 def test_compiled_update_gives_the_same_numbers(name, small_pendulum, monkeypatch):
     # Inductor's C++ build takes minutes on a busy CPU, so this runs torch.compile's tracing (dynamo
     # and AOT autograd: graph breaks, optimiser steps, in-place target updates) with the eager
@@ -98,7 +98,7 @@ def test_compiled_update_gives_the_same_numbers(name, small_pendulum, monkeypatc
             assert compiled[key] == pytest.approx(eager[key], rel=1e-5, abs=1e-6), key
 
 
-@pytest.mark.parametrize("name", ["iql", "cql", "bc"])
+@pytest.mark.parametrize("name", ["iql", "cql", "bc", "awac"])
 def test_bfloat16_mixed_precision_trains_near_the_float32_numbers(name, small_pendulum):
     params = {**PARAMS, "hidden_sizes": [64]}
     if name == "cql":
