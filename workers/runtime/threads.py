@@ -150,6 +150,18 @@ class ThreadTuner:
         if fixed is not None:
             set_threads(fixed)
 
+    @property
+    def settled(self) -> bool:
+        """A count is chosen (or fixed), not being measured."""
+        return self._fixed is not None or self._chosen_rate is not None
+
+    def describe(self) -> str:
+        """The count in use and why, for a log line."""
+        if self._fixed is not None:
+            return f"{self._fixed} thread(s), fixed by --threads"
+        measured = ", ".join(f"{threads}: {rate:.1f}" for threads, rate in sorted(self.rates.items()))
+        return f"{self.threads} thread(s), the fastest within a share of {self._allowed} (steps/s {measured})"
+
     def between_steps(self) -> None:
         if self._fixed is not None:
             return
