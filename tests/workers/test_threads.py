@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-from workers.runtime.threads import MEASURE_SECONDS, WARMUP_STEPS, CoreShare, ThreadTuner, candidate_counts
+import pytest
+import torch
+
+from workers.algos.data import arrays_to_arrow
+from workers.files.parquet import write_parquet
+from workers.local import fit_file
+from workers.rollouts.behaviour import PENDULUM_SPEC, pendulum_dataset
+from workers.runtime.threads import (
+    MEASURE_SECONDS,
+    SHARE_FOLDER,
+    WARMUP_STEPS,
+    CoreShare,
+    ThreadTuner,
+    candidate_counts,
+    usable_cores,
+)
 
 HOLD_A_SHARE = """
 import sys, time
@@ -112,3 +129,22 @@ def test_a_fixed_count_is_set_once_and_kept() -> None:
     tuner = ThreadTuner(lambda: 8, machine.set_threads, fixed=3, clock=lambda: machine.now)
     machine.run(tuner, 200)
     assert machine.changes == [3] and tuner.threads == 3
+
+
+def test_fit_trains_within_its_share_of_the_cores_unless_the_count_is_fixed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "pendulum.parquet"
+    write_parquet(arrays_to_arrow(pendulum_dataset("medium", episodes=2, seed=0), PENDULUM_SPEC), data, PENDULUM_SPEC)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # a machine of our own: no other test's trainers
+    folder = tmp_path / f"{SHARE_FOLDER}-{os.getuid()}"
+    previous = torch.get_num_threads()
+    small = {"batch_size": 32, "hidden_sizes": [16, 16]}
+    try:
+        with CoreShare(folder), CoreShare(folder):  # two other training processes on this machine
+            torch.set_num_threads(usable_cores())  # torch's default
+            shared = fit_file("bc", data, steps=60, seed=0, device="cpu", out_dir=tmp_path / "shared", params=small)
+            fixed = fit_file("bc", data, steps=20, seed=0, device="cpu", out_dir=tmp_path / "fixed", params=small, threads=3)
+    finally:
+        torch.set_num_threads(previous)
+    assert 1 <= shared["threads"] <= max(1, usable_cores() // 3)
+    assert fixed["threads"] == 3
+    assert list(folder.glob("*.lock")) == [], "fit gives its share back"
