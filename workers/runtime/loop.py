@@ -3,8 +3,9 @@
 Each claimed job runs in a `JobSession` (session.py: the lease and its heartbeats) through the runner
 for its kind (train.py, collect.py, evaluate.py); when the runner raises, retry.py decides what becomes
 of the job. The worker counts as one of the machine's training processes for its whole life
-(`CoreShare`), so workers side by side split the cores instead of fighting over them. SIGTERM (or Ctrl-C) makes the worker checkpoint, give the job back and exit; while it only
-waits for a claim, it exits at once.
+(`CoreShare`), so workers side by side split the cores instead of fighting over them. SIGTERM (or
+Ctrl-C) makes the worker checkpoint, give the job back and exit; while it only waits for a claim, it
+exits at once.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 While a job runs, a background thread heartbeats every third of the lease (counted from the start of
 the last beat, so a slow answer does not push the next one back) with the latest progress and
-metrics, over a client of its own: a beat never waits for a connection the job's transfers hold; the reply says whether the job was cancelled, and a 409 says the lease was lost (another
-worker took the job over after this one went quiet). The runner asks the session between steps of
+metrics, over a client of its own, so a beat never waits behind the job's transfers. The reply says
+whether the job was cancelled, and a 409 says the lease was lost (another worker took the job over
+after this one went quiet). The runner asks the session between steps of
 work and stops by raising one of the exceptions below; `retry.py` decides what each means for the job.
 """
 

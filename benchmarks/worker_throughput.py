@@ -1,6 +1,6 @@
 """Training throughput of 1, 2 and 4 workers on this machine, with torch's default threads and with ours.
 
-    .venv/bin/python benchmarks/workers.py [--workers 1 2 4] [--steps 1500] [--rows 100000]
+    .venv/bin/python benchmarks/worker_throughput.py [--workers 1 2 4] [--steps 1500] [--rows 100000]
 
 A `replaybank serve` and N `replaybank worker` processes run at once, each worker training one IQL job
 (256x256 networks, batch 256, the defaults) on the same Hopper-shaped version. Throughput is the sum of
