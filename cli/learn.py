@@ -28,10 +28,9 @@ from schemas.algorithms import ALGORITHM_PARAMS
 @click.option("--env", "env_id", default=None, help="Gymnasium id to record on the card (default: the file's)")
 @click.option(
     "--threads",
-    default=1,
-    show_default=True,
+    default=None,
     type=click.IntRange(min=1),
-    help="torch CPU threads; small networks train fastest on one, and more threads than free cores slow to a crawl",
+    help="torch CPU threads (default: the fastest count, measured, within this process's share of the cores)",
 )
 def fit_command(
     algorithm: str,
@@ -42,7 +41,7 @@ def fit_command(
     out_dir: str,
     assignments: tuple[str, ...],
     env_id: str | None,
-    threads: int,
+    threads: int | None,
 ) -> None:
     """Train a policy on a local file; writes policy.onnx, policy.pt2, card.json and metrics.jsonl to --out."""
     from tqdm import tqdm

@@ -22,7 +22,7 @@ from cli.options import service_option, token_option
 @click.option("--eval-episodes", default=5, show_default=True, type=click.IntRange(min=0), help="Episodes to evaluate each trained policy (0: none).")
 @click.option("--max-jobs", default=None, type=click.IntRange(min=1), help="Exit after this many jobs.")
 @click.option("--exit-when-idle", is_flag=True, help="Exit when a claim finds no job.")
-@click.option("--threads", default=None, type=click.IntRange(min=1), help="torch CPU threads (default: torch's).")
+@click.option("--threads", default=None, type=click.IntRange(min=1), help="torch CPU threads (default: the fastest count within this worker's share of the cores).")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Snapshot file cache (default: REPLAYBANK_CACHE_DIR or ~/.cache/replaybank).")
 def worker(
     service: str,

@@ -35,8 +35,9 @@ def fit_file(
     """Train `algorithm` on the transitions in `data_path` and export the policy into `out_dir`.
 
     Progress is reported (and logged) every `progress_every` steps, by default about 100 times a run
-    and at least every 1000 steps. Returns a summary: the files written, steps, final metrics, seconds
-    and steps per second.
+    and at least every 1000 steps. `threads` fixes torch's thread count; by default it is measured
+    within this process's share of the cores (see `workers.runtime.threads`). Returns a summary: the
+    files written, steps, final metrics, threads, seconds and steps per second.
     """
     from schemas.algorithms import ALGORITHM_PARAMS
 
@@ -53,11 +54,10 @@ def fit_file(
     from workers.algos.data import Normalisation, arrays_from_arrow
     from workers.algos.export import export_policy
     from workers.algos.training import fit
+    from workers.runtime.threads import CoreShare, ThreadTuner
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device cuda was asked for, but torch sees no CUDA device here")
-    if threads is not None:
-        torch.set_num_threads(threads)
     raw = files.read_file(data_path)
     spec = files.infer_spec(raw, env_id=env_id)
     data = arrays_from_arrow(files.to_upload_table(raw, spec))
@@ -65,7 +65,8 @@ def fit_file(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with (out / METRICS_FILE).open("w") as log:
+    with (out / METRICS_FILE).open("w") as log, CoreShare() as cores:
+        tuner = ThreadTuner(cores.threads, torch.set_num_threads, fixed=threads)
 
         def report(step: int, metrics: dict[str, float]) -> None:
             line = {"step": step, "seconds": round(time.perf_counter() - started, 3), **metrics}
@@ -85,6 +86,7 @@ def fit_file(
             normalisation=normalisation,
             on_progress=report,
             progress_every=progress_every or max(1, min(1000, steps // 100)),
+            before_step=tuner.between_steps,
         )
     seconds = time.perf_counter() - started
     exported = export_policy(
@@ -107,6 +109,7 @@ def fit_file(
         "rows": len(data),
         "steps": result.step,
         "metrics": result.metrics,
+        "threads": torch.get_num_threads(),
         "seconds": round(seconds, 3),
         "steps_per_second": round(result.step / seconds, 1) if seconds > 0 else None,
     }

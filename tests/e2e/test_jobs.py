@@ -36,27 +36,33 @@ SMALL = {"hidden_sizes": [32, 32], "batch_size": 64}
 LEASE_SECONDS = 2
 
 
-def pendulum_rows(episodes: int, length: int = 100, first_episode: int = 0, shift: float = 0.0, seed: int = 0) -> pa.Table:
-    """Random-action Pendulum-like rows; `shift` moves every observation, to tell versions apart."""
+def pendulum_rows(
+    episodes: int, length: int = 100, first_episode: int = 0, shift: float = 0.0, seed: int = 0, spec: DatasetSpec = SPEC
+) -> pa.Table:
+    """Random-action rows (Pendulum-like unless `spec` says otherwise); `shift` moves every observation,
+    to tell versions apart."""
+    assert isinstance(spec.action, ContinuousActionSpec)
     rng = np.random.default_rng(seed)
     n = episodes * length
     step = np.tile(np.arange(length), episodes)
+    size, actions = spec.observation.size, spec.action.size
 
     def observations() -> pa.FixedSizeListArray:
-        return pa.FixedSizeListArray.from_arrays(pa.array((rng.normal(size=n * 3) + shift).astype(np.float32)), 3)
+        return pa.FixedSizeListArray.from_arrays(pa.array((rng.normal(size=n * size) + shift).astype(np.float32)), size)
 
+    low, high = np.asarray(spec.action.low, np.float32), np.asarray(spec.action.high, np.float32)
     columns = [
         pa.array(first_episode + np.repeat(np.arange(episodes), length), pa.int64()),
         pa.array(step, pa.int32()),
         observations(),
-        pa.FixedSizeListArray.from_arrays(pa.array(rng.uniform(-2, 2, n).astype(np.float32)), 1),
+        pa.FixedSizeListArray.from_arrays(pa.array(rng.uniform(low, high, (n, actions)).astype(np.float32).ravel()), actions),
         pa.array(-rng.uniform(0, 10, n).astype(np.float32)),
         observations(),
         pa.array(np.zeros(n, dtype=bool)),
         pa.array(step == length - 1),
         pa.array(["logged"] * n),
     ]
-    return pa.Table.from_arrays(columns, schema=upload_schema(SPEC))
+    return pa.Table.from_arrays(columns, schema=upload_schema(spec))
 
 
 @pytest.fixture
@@ -66,9 +72,15 @@ def queue_kind() -> str:
 
 
 @pytest.fixture
-def service(queue_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
+def service_settings() -> dict[str, str]:
+    """More settings for the service, where a test parametrises them."""
+    return {}
+
+
+@pytest.fixture
+def service(queue_kind: str, service_settings: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
     """`replaybank serve` with a short lease, on Redis or on the embedded queue."""
-    settings = {"REPLAYBANK_LEASE_SECONDS": str(LEASE_SECONDS)}
+    settings = {"REPLAYBANK_LEASE_SECONDS": str(LEASE_SECONDS), **service_settings}
     if queue_kind == "redis":
         settings["REPLAYBANK_REDIS_URL"] = request.getfixturevalue("redis_url")
     with running_server(tmp_path, settings) as running:
@@ -88,14 +100,18 @@ def start_worker(service, client: ReplaybankClient, tmp_path: Path) -> Iterator[
     secret = client.create_token("e2e-worker", ["worker"]).token
     started: list[subprocess.Popen] = []
 
-    def start(*extra: str, name: str = "w") -> subprocess.Popen:
+    def start(*extra: str, name: str = "w", pythonpath: Path | None = None) -> subprocess.Popen:
+        """A worker; `pythonpath` puts a folder first on its import path (to hide a package from it)."""
         log = open(tmp_path / f"worker-{name}.log", "ab")
         command = [
             REPLAYBANK, "worker", "--service", service.url, "--token", secret, "--device", "cpu", "--name", name,
             "--wait", "1", "--checkpoint-seconds", "0.5", "--progress-every", "20", "--eval-episodes", "0",
             "--threads", "1", "--cache-dir", str(tmp_path / f"cache-{name}"), *extra,
         ]  # fmt: skip
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        if pythonpath is not None:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
         started.append(process)
         return process
@@ -327,3 +343,58 @@ def test_a_worker_that_hangs_up_while_waiting_is_handed_no_job(service, client) 
     claimed = httpx.post(f"{service.url}/v1/workers/claim", json={"wait": 5}, headers=headers, timeout=10)
     assert claimed.status_code == 200
     assert (claimed.json()["job"]["id"], claimed.json()["job"]["attempts"]) == (job.id, 1)
+
+
+@pytest.mark.parametrize(
+    ("env_id", "reason"),
+    [
+        ("NoSuchEnvironment-v0", "cannot make environment 'NoSuchEnvironment-v0': "),
+        ("MountainCarContinuous-v0", "MountainCarContinuous-v0's observations (Box("),  # two numbers, not three
+    ],
+)
+def test_a_finished_training_is_kept_when_its_evaluation_cannot_run(env_id, reason, service, client, start_worker, tmp_path) -> None:
+    client.create_dataset("elsewhere", SPEC.model_copy(update={"env_id": env_id}))
+    client.upload("elsewhere", pendulum_rows(episodes=2))
+    job = train(client, steps=40, dataset="elsewhere")
+    worker = start_worker("--max-jobs", "1", "--eval-episodes", "2")
+    done = wait_for(client, job.id, lambda job: job.status == "succeeded", 180, tmp_path)
+    assert worker.wait(timeout=60) == 0
+    assert done.attempts == 1 and done.policy_id is not None
+    assert done.result["evaluation_skipped"].startswith(reason)
+    assert "eval/return_mean" not in done.metrics
+
+    card = client.get_policy(done.policy_id).card
+    assert card["evaluation_skipped"] == done.result["evaluation_skipped"] and card.get("evaluations", []) == []
+    downloaded = cli(service, "download", done.policy_id, "--out", str(tmp_path / "policy"))
+    assert downloaded.returncode == 0, downloaded.stderr
+    assert {"card.json", "policy.onnx"} <= {path.name for path in (tmp_path / "policy").iterdir()}
+
+
+WALKER = DatasetSpec(
+    observation=ObservationSpec(shape=[24]),
+    action=ContinuousActionSpec(shape=[4], low=[-1.0] * 4, high=[1.0] * 4),
+    env_id="BipedalWalker-v3",
+)
+
+
+@pytest.mark.parametrize("service_settings", [{"REPLAYBANK_MAX_ATTEMPTS": "2"}])
+def test_a_worker_without_the_environment_gives_the_job_back_and_the_last_attempt_names_the_package(
+    client, start_worker, tmp_path
+) -> None:
+    # This worker's install lacks Box2D: a package of that name that cannot be imported hides the real one.
+    hidden = tmp_path / "without-box2d"
+    (hidden / "Box2D").mkdir(parents=True)
+    (hidden / "Box2D" / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'Box2D'\", name='Box2D')\n")
+    client.create_dataset("walker", WALKER)
+    client.upload("walker", pendulum_rows(episodes=2, spec=WALKER))
+    start_worker("--eval-episodes", "1", name="no-box2d", pythonpath=hidden)
+
+    trained = wait_for(client, train(client, steps=30, dataset="walker").id, lambda job: job.status == "succeeded", 180, tmp_path)
+    assert "Box2D is not installed" in trained.result["evaluation_skipped"]  # the training is kept all the same
+
+    job = client.submit_job({"kind": "evaluate", "dataset": "walker", "evaluate": {"policy": trained.policy_id, "episodes": 1}})
+    failed = wait_for(client, job.id, lambda job: job.status == "failed", 120, tmp_path)
+    assert failed.attempts == 2
+    assert failed.error.startswith("gave up after 2 attempts: cannot make environment 'BipedalWalker-v3': Box2D is not installed")
+    log = (tmp_path / "worker-no-box2d.log").read_text()
+    assert log.count("giving it back for another worker") == 2 and "Traceback" not in log

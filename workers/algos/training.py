@@ -98,6 +98,7 @@ def train(
     on_progress: ProgressCallback | None = None,
     progress_every: int = 1000,
     should_stop: Callable[[], bool] | None = None,
+    before_step: Callable[[], None] | None = None,
     on_checkpoint: CheckpointCallback | None = None,
     checkpoint_every: int | None = None,
     precision: str = "float32",
@@ -106,6 +107,7 @@ def train(
 
     `should_stop` is asked before every step (keep it cheap: a flag set by a signal handler or by
     `on_progress`); when it says stop, a last checkpoint goes to `on_checkpoint` and the run returns.
+    `before_step` is called before every update (a thread tuner times the steps with it).
     `precision="bfloat16"` runs each update under bfloat16 autocast: matrix products in bfloat16
     (AMX on recent Xeons, tensor cores on GPUs), parameters, optimiser state and losses of mixed
     inputs in float32. Opt-in: faster, but Q values carry about three significant digits.
@@ -142,6 +144,8 @@ def train(
             if on_checkpoint is not None:
                 on_checkpoint(checkpoint(algorithm, replay))
             return TrainingResult(algorithm.step, True, last)
+        if before_step is not None:
+            before_step()
         batch = replay.sample(batch_size)
         # No weight-cast cache: a network stepped by its optimiser mid-update must not be read stale.
         with torch.autocast(algorithm.device.type, torch.bfloat16, enabled=mixed_precision, cache_enabled=False):

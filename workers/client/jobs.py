@@ -96,8 +96,10 @@ class Jobs(ClientCore):
             JobPublic, "POST", f"{_job(job_id)}/complete", json=done.model_dump(mode="json"), headers={LEASE_HEADER: lease}
         )
 
-    def fail_job(self, job_id: str, lease: str, error: str) -> JobPublic:
-        body = JobFail(error=error[-8000:]).model_dump(mode="json")
+    def fail_job(self, job_id: str, lease: str, error: str, retry: bool = False) -> JobPublic:
+        """The job failed with `error`; with `retry` this worker cannot run it (e.g. its environment is
+        missing here): it goes back to the queue, the attempt counted, and fails after the last one."""
+        body = JobFail(error=error[-8000:], retry=retry).model_dump(mode="json")
         return self._model(JobPublic, "POST", f"{_job(job_id)}/fail", json=body, headers={LEASE_HEADER: lease})
 
     def release_job(self, job_id: str, lease: str) -> JobPublic:

@@ -28,7 +28,7 @@ from schemas.dataset import ContinuousActionSpec, DatasetSpec, DiscreteActionSpe
 from schemas.jobs import EpsilonExploration, GaussianExploration
 from schemas.transition import POLICY_SOURCE_PREFIX
 from workers.files import upload_schema
-from workers.rollouts.evaluate import load_policy, make_env
+from workers.rollouts.evaluate import check_spaces, load_policy, make_env
 
 COLLECTED_ID_FLAG = 1 << 62
 JOB_HASH_BITS = 38
@@ -120,7 +120,7 @@ def collect(
     act = load_policy(policy)
     env = make_env(env_id, max_episode_steps)
     try:
-        _check_spaces(env, spec, env_id)
+        check_spaces(env, spec, env_id)
         explore = _exploration(spec, exploration)
         schema = upload_schema(spec)
         source = f"{POLICY_SOURCE_PREFIX}{policy_id}"
@@ -177,21 +177,6 @@ def collect(
                 chunk_index += 1
     finally:
         env.close()
-
-
-def _check_spaces(env: Any, spec: DatasetSpec, env_id: str) -> None:
-    from gymnasium import spaces
-
-    observation_size = int(np.prod(env.observation_space.shape or (0,)))
-    if not isinstance(env.observation_space, spaces.Box) or observation_size != spec.observation.size:
-        raise ValueError(
-            f"{env_id}'s observations ({env.observation_space}) do not fit the dataset's shape {spec.observation.shape}"
-        )
-    if isinstance(spec.action, DiscreteActionSpec):
-        if not isinstance(env.action_space, spaces.Discrete) or int(env.action_space.n) != spec.action.n:
-            raise ValueError(f"{env_id}'s actions ({env.action_space}) are not the dataset's Discrete({spec.action.n})")
-    elif not isinstance(env.action_space, spaces.Box) or int(np.prod(env.action_space.shape)) != spec.action.size:
-        raise ValueError(f"{env_id}'s actions ({env.action_space}) do not fit the dataset's shape {spec.action.shape}")
 
 
 def _exploration(spec: DatasetSpec, exploration: GaussianExploration | EpsilonExploration | None):

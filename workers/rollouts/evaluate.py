@@ -7,6 +7,7 @@ the environment's space: a plain callable, a torch `nn.Module`, an ONNX file, or
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +15,19 @@ from typing import Any
 
 import numpy as np
 
+from schemas.dataset import DatasetSpec, DiscreteActionSpec
 from schemas.policies import POLICY_FILES
 
 PolicyFn = Callable[[np.ndarray], np.ndarray]
+
+
+class EnvironmentUnavailable(ValueError):
+    """This machine cannot make the environment: its id is not registered here, or a package it needs is
+    missing (Gymnasium's message names it). Another machine may well make it."""
+
+
+class SpaceMismatch(ValueError):
+    """The environment's observations or actions are not the ones the policy (or dataset) was made for."""
 
 
 @dataclass(frozen=True)
@@ -111,16 +122,22 @@ def evaluate(
     seed: int = 0,
     max_episode_steps: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
+    spec: DatasetSpec | None = None,
 ) -> dict[str, Any]:
     """Runs `episodes` episodes, episode i reset with seed `seed + i`, and returns their statistics.
 
-    The same policy, environment and seed always give the same returns.
+    The same policy, environment and seed always give the same returns. The environment's spaces are
+    checked against `spec` (by default a policy directory's card) before the first step, so a policy
+    made for other observations is refused in one sentence (`SpaceMismatch`) rather than deep in a run.
     """
     if episodes < 1:
         raise ValueError("episodes must be at least 1")
-    act = load_policy(policy)
+    spec = spec or _card_spec(policy)
     env = make_env(env_id, max_episode_steps, **(env_kwargs or {}))
     try:
+        if spec is not None:
+            check_spaces(env, spec, env_id)
+        act = load_policy(policy)
         to_env_action = _action_adapter(env.action_space)
         returns: list[float] = []
         lengths: list[int] = []
@@ -142,13 +159,37 @@ def evaluate(
 
 
 def make_env(env_id: str, max_episode_steps: int | None = None, **kwargs: Any) -> Any:
-    """`gymnasium.make`, with an unknown id or a missing dependency reported as a ValueError naming the id."""
+    """`gymnasium.make`, with an unknown id or a missing dependency raised as `EnvironmentUnavailable` naming the id."""
     import gymnasium as gym
 
     try:
         return gym.make(env_id, max_episode_steps=max_episode_steps, **kwargs)
     except (gym.error.Error, ImportError) as error:
-        raise ValueError(f"cannot make environment {env_id!r}: {error}") from error
+        raise EnvironmentUnavailable(f"cannot make environment {env_id!r}: {error}") from error
+
+
+def check_spaces(env: Any, spec: DatasetSpec, env_id: str) -> None:
+    """Raise `SpaceMismatch` unless `env`'s observation and action spaces are the ones `spec` describes."""
+    from gymnasium import spaces
+
+    observation_size = int(np.prod(env.observation_space.shape or (0,)))
+    if not isinstance(env.observation_space, spaces.Box) or observation_size != spec.observation.size:
+        raise SpaceMismatch(f"{env_id}'s observations ({env.observation_space}) do not fit shape {spec.observation.shape}")
+    if isinstance(spec.action, DiscreteActionSpec):
+        if not isinstance(env.action_space, spaces.Discrete) or int(env.action_space.n) != spec.action.n:
+            raise SpaceMismatch(f"{env_id}'s actions ({env.action_space}) are not Discrete({spec.action.n})")
+    elif not isinstance(env.action_space, spaces.Box) or int(np.prod(env.action_space.shape)) != spec.action.size:
+        raise SpaceMismatch(f"{env_id}'s actions ({env.action_space}) do not fit shape {spec.action.shape}")
+
+
+def _card_spec(policy: Any) -> DatasetSpec | None:
+    """The spaces a policy directory's card names, or None for a policy of another form (or without a card)."""
+    if not isinstance(policy, (str, Path)) or not (card_path := Path(policy) / POLICY_FILES["card"]).is_file():
+        return None
+    card = json.loads(card_path.read_text())
+    if "observation" not in card or "action" not in card:
+        return None
+    return DatasetSpec(observation=card["observation"], action=card["action"])
 
 
 def summarise(env_id: str, returns: list[float], lengths: list[int], seed: int) -> dict[str, Any]:

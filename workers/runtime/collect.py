@@ -17,10 +17,10 @@ from workers.rollouts.collect import CollectCursor, collect
 from workers.runtime.session import JobSession
 
 if TYPE_CHECKING:
-    from workers.runtime.loop import WorkerOptions
+    from workers.runtime.loop import Host, WorkerOptions
 
 
-def run_collect(session: JobSession, device: str, options: WorkerOptions) -> JobComplete:
+def run_collect(session: JobSession, host: Host, options: WorkerOptions) -> JobComplete:
     client, job = session.client, session.job
     assert job.collect is not None
     spec = session.dataset_spec()

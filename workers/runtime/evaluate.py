@@ -11,17 +11,17 @@ from workers.rollouts.evaluate import evaluate
 from workers.runtime.session import JobSession
 
 if TYPE_CHECKING:
-    from workers.runtime.loop import WorkerOptions
+    from workers.runtime.loop import Host, WorkerOptions
 
 
-def run_evaluate(session: JobSession, device: str, options: WorkerOptions) -> JobComplete:
+def run_evaluate(session: JobSession, host: Host, options: WorkerOptions) -> JobComplete:
     client, job = session.client, session.job
     assert job.evaluate is not None
     spec = session.dataset_spec()
     assert spec.env_id is not None
     with tempfile.TemporaryDirectory(prefix="replaybank-evaluate-") as folder:
         client.download_policy(job.evaluate.policy, folder, formats=("onnx",))
-        evaluation = evaluate(Path(folder), spec.env_id, episodes=job.evaluate.episodes, seed=job.seed)
+        evaluation = evaluate(Path(folder), spec.env_id, episodes=job.evaluate.episodes, seed=job.seed, spec=spec)
     session.report(1.0, job.evaluate.episodes, {"return_mean": evaluation["mean"]})
     return JobComplete(
         metrics={"return_mean": evaluation["mean"], "return_std": evaluation["std"]},

@@ -2,8 +2,10 @@
 
 Each claimed job runs in a `JobSession` (session.py: the lease and its heartbeats) through the runner
 for its kind (train.py, collect.py, evaluate.py, or ope.py for an offline evaluation); when the runner raises, retry.py decides what becomes
-of the job. SIGTERM (or Ctrl-C) makes the worker checkpoint, give the job back and exit; while it only
-waits for a claim, it exits at once.
+of the job. The worker counts as one of the machine's training processes for its whole life
+(`CoreShare`), so workers side by side split the cores instead of fighting over them. SIGTERM (or
+Ctrl-C) makes the worker checkpoint, give the job back and exit; while it only waits for a claim, it
+exits at once.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import onnxruntime  # noqa: F401  (the imports below load large libraries while holding the GIL, which would
+import onnxscript  # noqa: F401  stall a job's heartbeats; pay them at start: ONNX export, evaluation)
 import torch
 import torch._dynamo  # noqa: F401  (torch.optim imports it at the first optimiser, ~2 s: pay that at start, not in a job)
 
@@ -28,12 +32,15 @@ from workers.runtime.evaluate import run_evaluate
 from workers.runtime.ope import run_offline_evaluate
 from workers.runtime.retry import quietly, settle_failure
 from workers.runtime.session import JobSession, WorkerStopping
+from workers.runtime.threads import CoreShare
 from workers.runtime.train import run_train
 
 log = logging.getLogger("replaybank.worker")
 
 RETRY_SECONDS = 2.0
 """Pause before claiming again after the service could not be reached."""
+HEARTBEAT_TIMEOUT_SECONDS = 10.0
+"""A heartbeat unanswered this long is sent again (the service answers one in milliseconds when well)."""
 
 
 @dataclass(frozen=True)
@@ -53,11 +60,19 @@ class WorkerOptions:
     exit_when_idle: bool = False
     """Exit after a claim finds no job."""
     threads: int | None = None
-    """torch intra-op threads (None: torch's default)."""
+    """torch intra-op threads (None: measured within this worker's share of the cores, see threads.py)."""
     cache_dir: Path | None = None
 
 
-Runner = Callable[[JobSession, str, WorkerOptions], JobComplete]
+@dataclass(frozen=True)
+class Host:
+    """What the machine gives a job: the device to train on, and this worker's share of the CPU cores."""
+
+    device: str
+    cores: CoreShare
+
+
+Runner = Callable[[JobSession, Host, WorkerOptions], JobComplete]
 
 RUNNERS: dict[str, Runner] = {"train": run_train, "collect": run_collect, "evaluate": run_evaluate}
 """The runner of each job kind: runs the held job and returns what to report on success."""
@@ -98,7 +113,13 @@ def run_worker(url: str, token: str, device: str | None = None, options: WorkerO
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     ran = 0
     try:
-        with ReplaybankClient(url, token, cache=options.cache_dir) as client:
+        # Heartbeats go over a connection of their own, never queued behind the job's transfers.
+        with (
+            ReplaybankClient(url, token, cache=options.cache_dir) as client,
+            ReplaybankClient(url, token, timeout=HEARTBEAT_TIMEOUT_SECONDS) as heartbeats,
+            CoreShare() as cores,
+        ):
+            host = Host(device, cores)
             while not stopping.is_set() and (options.max_jobs is None or ran < options.max_jobs):
                 try:
                     idle.set()
@@ -121,7 +142,7 @@ def run_worker(url: str, token: str, device: str | None = None, options: WorkerO
                 if stopping.is_set():
                     quietly(lambda: client.release_job(claim.job.id, claim.lease))
                     break
-                if run_job(client, claim, device, options, stopping):
+                if run_job(client, heartbeats, claim, host, options, stopping):
                     ran += 1
     finally:
         for sig, handler in previous.items():
@@ -129,13 +150,20 @@ def run_worker(url: str, token: str, device: str | None = None, options: WorkerO
     return ran
 
 
-def run_job(client: ReplaybankClient, claim: Claim, device: str, options: WorkerOptions, stopping: threading.Event) -> bool:
+def run_job(
+    client: ReplaybankClient,
+    heartbeats: ReplaybankClient,
+    claim: Claim,
+    host: Host,
+    options: WorkerOptions,
+    stopping: threading.Event,
+) -> bool:
     """Run one claimed job to its end and report it; False when it went back to the queue unfinished."""
     job = claim.job
     log.info("job %s (%s, attempt %d) on %s@%d", job.id, job.kind, job.attempts, job.dataset, job.version)
-    with JobSession(client, claim, stopping) as session:
+    with JobSession(client, heartbeats, claim, stopping) as session:
         try:
-            done = runner_for(job)(session, device, options)
+            done = runner_for(job)(session, host, options)
             session.beat()  # the metric points since the last heartbeat belong to the curve too
             session.raise_if_abandoned()
             client.complete_job(job.id, claim.lease, done)

@@ -20,14 +20,14 @@ from workers.ope.estimate import DEFAULT_FQE_STEPS, evaluate_offline
 from workers.runtime.session import JobSession
 
 if TYPE_CHECKING:
-    from workers.runtime.loop import WorkerOptions
+    from workers.runtime.loop import Host, WorkerOptions
 
 
-def run_offline_evaluate(session: JobSession, device: str, options: WorkerOptions) -> JobComplete:
+def run_offline_evaluate(session: JobSession, host: Host, options: WorkerOptions) -> JobComplete:
     client, job = session.client, session.job
     chosen = job.evaluate
     assert chosen is not None and chosen.method != "env"
-    run_device = "cpu" if job.device == "cpu" else device
+    run_device = "cpu" if job.device == "cpu" else host.device
     spec = session.dataset_spec()
     data = arrays_from_arrow(client.pull(job.dataset, job.version))
     session.raise_if_stopped()

@@ -4,6 +4,9 @@
 - lease lost (`LeaseLost`, or 409 `lease_lost`): another worker holds it; drop it and report nothing.
 - the worker is stopping (`WorkerStopping`): one last heartbeat, then give the job back (release), so
   another worker resumes it from its last checkpoint at once.
+- this worker cannot make the job's environment (`EnvironmentUnavailable`: not registered here, or a
+  package it needs is missing): fail it with `retry`, so it goes back to the queue with the reason for
+  a worker that can, and the service fails it, naming the reason, after its last attempt.
 - the service is away (a transient `ReplaybankError`: unreachable, 502, 503, 504): drop the job and let
   its lease lapse; the queue hands it out again (bounded attempts) and it resumes from its checkpoint.
 - anything else: the job failed, not the worker: report it failed with the traceback, take the next one.
@@ -20,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from workers.client import ReplaybankError
+from workers.rollouts.evaluate import EnvironmentUnavailable
 from workers.runtime.session import JobCancelled, JobSession, LeaseLost, WorkerStopping
 
 log = logging.getLogger("replaybank.worker")
@@ -39,6 +43,10 @@ def settle_failure(session: JobSession, error: Exception) -> bool:
         session.beat()
         quietly(lambda: client.release_job(job.id, lease))
         log.info("job %s given back", job.id)
+        return False
+    if isinstance(error, EnvironmentUnavailable):
+        log.warning("job %s: %s; giving it back for another worker", job.id, error)
+        quietly(lambda: client.fail_job(job.id, lease, str(error), retry=True))
         return False
     if isinstance(error, ReplaybankError):
         if error.status == 409 and error.code in ("lease_lost", "cancelled"):

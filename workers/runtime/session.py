@@ -1,8 +1,10 @@
 """One held job: its lease, the heartbeats that keep it, and what the service answered.
 
-While a job runs, a background thread heartbeats every third of the lease with the latest progress
-and metrics; the reply says whether the job was cancelled, and a 409 says the lease was lost (another
-worker took the job over after this one went quiet). The runner asks the session between steps of
+While a job runs, a background thread heartbeats every third of the lease (counted from the start of
+the last beat, so a slow answer does not push the next one back) with the latest progress and
+metrics, over a client of its own, so a beat never waits behind the job's transfers. The reply says
+whether the job was cancelled, and a 409 says the lease was lost (another worker took the job over
+after this one went quiet). The runner asks the session between steps of
 work and stops by raising one of the exceptions below; `retry.py` decides what each means for the job.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime, timezone
 
 from schemas.dataset import DatasetSpec
@@ -34,8 +37,9 @@ class WorkerStopping(Exception):
 class JobSession:
     """One held job: the lease, what to report, and what the service answered."""
 
-    def __init__(self, client: ReplaybankClient, claim: Claim, stopping: threading.Event) -> None:
+    def __init__(self, client: ReplaybankClient, heartbeats: ReplaybankClient, claim: Claim, stopping: threading.Event) -> None:
         self.client = client
+        self.heartbeats = heartbeats
         self.job = claim.job
         self.lease = claim.lease
         self.interval = max(0.2, min(claim.lease_seconds / 3, 20.0))
@@ -74,7 +78,7 @@ class JobSession:
             history, self._history = self._history, []
             beat = Heartbeat(progress=self._progress, step=self._step, metrics=self._metrics, history=history)
         try:
-            reply = self.client.heartbeat(self.job.id, self.lease, beat)
+            reply = self.heartbeats.heartbeat(self.job.id, self.lease, beat)
         except ReplaybankError as error:
             if error.status == 409:
                 self.lost.set()
@@ -88,7 +92,9 @@ class JobSession:
             self.cancelled.set()
 
     def _run(self) -> None:
-        while not self._done.wait(self.interval):
+        due = time.monotonic() + self.interval
+        while not self._done.wait(max(0.0, due - time.monotonic())):
+            due = time.monotonic() + self.interval
             self.beat()
 
     def should_stop(self) -> bool:

@@ -2,7 +2,9 @@
 
 Training checkpoints to the service every `checkpoint_seconds` (and when the worker stops), so a job
 re-claimed after a crash resumes from its last checkpoint. A job with a parent policy fine-tunes it
-(`start_from_parent`); COMBO reuses the dynamics model stored for the dataset version.
+(`start_from_parent`); COMBO reuses the dynamics model stored for the dataset version. Training
+takes its thread count from a `ThreadTuner` within the worker's share of the cores (or `--threads`).
+A policy whose evaluation cannot run is still kept, its card saying why it was not evaluated.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from schemas.dataset import DatasetSpec
 from schemas.jobs import JobComplete, JobPublic
 from schemas.policies import POLICY_FILES
 from workers.algos.base import OfflineAlgorithm
@@ -29,9 +33,10 @@ from workers.algos.training import make_algorithm, restore, train
 from workers.client import ReplaybankClient
 from workers.rollouts.evaluate import evaluate
 from workers.runtime.session import JobSession
+from workers.runtime.threads import ThreadTuner
 
 if TYPE_CHECKING:
-    from workers.runtime.loop import WorkerOptions
+    from workers.runtime.loop import Host, WorkerOptions
 
 log = logging.getLogger("replaybank.worker")
 
@@ -43,10 +48,12 @@ def _pull_arrays(client: ReplaybankClient, job: JobPublic) -> tuple[TransitionAr
     return TransitionArrays.from_arrow(table), online
 
 
-def run_train(session: JobSession, device: str, options: WorkerOptions) -> JobComplete:
+def run_train(session: JobSession, host: Host, options: WorkerOptions) -> JobComplete:
     client, job = session.client, session.job
     assert job.algorithm is not None and job.steps is not None
-    run_device = "cpu" if job.device == "cpu" else device
+    run_device = "cpu" if job.device == "cpu" else host.device
+    # what runs before the tuner takes over (the COMBO dynamics model, a resumed replay) gets the whole share
+    torch.set_num_threads(options.threads or host.cores.threads())
     spec = session.dataset_spec()
     data, online = _pull_arrays(client, job)
     session.raise_if_stopped()
@@ -77,9 +84,6 @@ def run_train(session: JobSession, device: str, options: WorkerOptions) -> JobCo
     start = time.monotonic()
     last_checkpoint = time.monotonic()
 
-    def on_progress(step: int, metrics: dict[str, float]) -> None:
-        session.report(step / job.steps, step, metrics)
-
     def on_checkpoint(state: dict[str, Any]) -> None:
         nonlocal last_checkpoint
         if session.cancelled.is_set() or session.lost.is_set():
@@ -91,6 +95,9 @@ def run_train(session: JobSession, device: str, options: WorkerOptions) -> JobCo
         client.put_checkpoint(job.id, session.lease, algorithm.step, buffer.getvalue())
         last_checkpoint = time.monotonic()
 
+    def on_progress(step: int, metrics: dict[str, float]) -> None:
+        session.report(step / job.steps, step, metrics | {"threads": float(torch.get_num_threads())})
+
     result = train(
         algorithm,
         replay,
@@ -99,12 +106,14 @@ def run_train(session: JobSession, device: str, options: WorkerOptions) -> JobCo
         on_progress=on_progress,
         progress_every=options.progress_every,
         should_stop=session.should_stop,
+        before_step=_tuning_threads(job.id, host, options),
         on_checkpoint=on_checkpoint,
         checkpoint_every=options.progress_every,
     )
     if result.stopped:
         session.raise_if_stopped()
-    metrics = dict(result.metrics)
+    metrics = dict(result.metrics) | {"threads": float(torch.get_num_threads())}
+    outcome: dict[str, Any] = {"resumed_from_step": resumed_step, "step": result.step, **prepared}
     with tempfile.TemporaryDirectory(prefix="replaybank-policy-") as folder:
         card_extra = {
             "dataset": job.dataset,
@@ -118,16 +127,14 @@ def run_train(session: JobSession, device: str, options: WorkerOptions) -> JobCo
         export_policy(algorithm, folder, card_extra=card_extra)
         torch.save(algorithm.state_dict(), Path(folder) / POLICY_FILES["state"])
         if options.eval_episodes > 0 and spec.env_id:
-            evaluation = evaluate(Path(folder), spec.env_id, episodes=options.eval_episodes, seed=job.seed)
-            card_path = Path(folder) / POLICY_FILES["card"]
-            card = json.loads(card_path.read_text())
-            card["evaluations"] = [evaluation | {"job_id": job.id}]
-            card_path.write_text(json.dumps(card, indent=2, sort_keys=True))
-            metrics["eval/return_mean"] = evaluation["mean"]
+            mean_return, skipped = _evaluate_onto_card(Path(folder), spec, job, options.eval_episodes)
+            if skipped is None:
+                metrics["eval/return_mean"] = mean_return
+            else:
+                outcome["evaluation_skipped"] = skipped
         session.raise_if_abandoned()
         client.upload_policy(job.id, session.lease, folder)
     session.report(1.0, result.step, metrics)
-    outcome: dict[str, Any] = {"resumed_from_step": resumed_step, "step": result.step, **prepared}
     return JobComplete(metrics=metrics, result=outcome)
 
 
@@ -142,6 +149,46 @@ class StoredParts:
 
     def put(self, key: str, blob: bytes) -> None:
         self.session.client.put_dynamics(self.session.job.id, self.session.lease, key, blob)
+
+
+def _tuning_threads(job_id: str, host: Host, options: WorkerOptions) -> Callable[[], None]:
+    """`train`'s `before_step`: the thread tuner times the steps, and says once which count it chose."""
+    tuner = ThreadTuner(host.cores.threads, torch.set_num_threads, fixed=options.threads)
+    announced = False
+
+    def before_step() -> None:
+        nonlocal announced
+        tuner.between_steps()
+        if not announced and tuner.settled:
+            announced = True
+            log.info("job %s trains on %s", job_id, tuner.describe())
+
+    return before_step
+
+
+def _evaluate_onto_card(folder: Path, spec: DatasetSpec, job: JobPublic, episodes: int) -> tuple[float, None] | tuple[None, str]:
+    """Evaluate the exported policy in the dataset's environment and write the outcome onto its card:
+    (mean return, None), or (None, why it was not evaluated).
+
+    The training is done by now and worth keeping whatever happens here: an evaluation that cannot run
+    (the environment is missing on this worker, raises, or its spaces are not the policy's) is recorded
+    on the card as `evaluation_skipped` with the reason instead of failing the job.
+    """
+    assert spec.env_id is not None
+    card_path = folder / POLICY_FILES["card"]
+    card = json.loads(card_path.read_text())
+    try:
+        evaluation = evaluate(folder, spec.env_id, episodes=episodes, seed=job.seed, spec=spec)
+    except Exception as error:  # noqa: BLE001 - whatever stops the evaluation: see the docstring
+        reason = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
+        log.warning("job %s: policy kept without an evaluation: %s", job.id, reason)
+        card["evaluation_skipped"] = reason
+        card_path.write_text(json.dumps(card, indent=2, sort_keys=True))
+        return None, reason
+    card["evaluations"] = [evaluation | {"job_id": job.id}]
+    card_path.write_text(json.dumps(card, indent=2, sort_keys=True))
+    return evaluation["mean"], None
+
 
 
 def start_from_parent(algorithm: OfflineAlgorithm, state: dict[str, Any]) -> None:

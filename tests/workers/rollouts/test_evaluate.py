@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from workers.rollouts.evaluate import REFERENCE_RETURNS, evaluate, load_policy, normalised_score
+from schemas.dataset import ContinuousActionSpec, DatasetSpec, DiscreteActionSpec, ObservationSpec
+from workers.rollouts.evaluate import (
+    REFERENCE_RETURNS,
+    EnvironmentUnavailable,
+    SpaceMismatch,
+    evaluate,
+    load_policy,
+    normalised_score,
+)
 
 
 def swing_up(observations: np.ndarray) -> np.ndarray:
@@ -106,3 +114,22 @@ def test_bad_arguments_are_refused(tmp_path) -> None:
         load_policy(tmp_path)
     with pytest.raises(TypeError, match="policy must be"):
         load_policy(42)
+
+
+def test_an_environment_this_machine_cannot_make_is_named_with_the_reason() -> None:
+    with pytest.raises(EnvironmentUnavailable, match="cannot make environment 'NoSuchEnv-v0': .*doesn't exist"):
+        evaluate(swing_up, "NoSuchEnv-v0", episodes=1)
+
+
+def test_spaces_that_are_not_the_policys_are_refused_before_the_first_step(tmp_path) -> None:
+    pendulum = DatasetSpec(observation=ObservationSpec(shape=[3]), action=ContinuousActionSpec(shape=[1], low=[-2.0], high=[2.0]))
+    with pytest.raises(SpaceMismatch, match=r"MountainCarContinuous-v0's observations \(Box.*\) do not fit shape \[3\]"):
+        evaluate(swing_up, "MountainCarContinuous-v0", episodes=1, spec=pendulum)
+    with pytest.raises(SpaceMismatch, match=r"CartPole-v1's actions \(Discrete\(2\)\) are not Discrete\(3\)"):
+        evaluate(swing_up, "CartPole-v1", episodes=1, spec=DatasetSpec(observation=ObservationSpec(shape=[4]), action=DiscreteActionSpec(n=3)))
+
+    # a policy directory's card names the spaces it was made for
+    (tmp_path / "card.json").write_text(json.dumps({"observation": pendulum.observation.model_dump(), "action": pendulum.action.model_dump()}))
+    (tmp_path / "policy.onnx").write_bytes(b"not read: the spaces are checked first")
+    with pytest.raises(SpaceMismatch, match="CartPole-v1's observations"):
+        evaluate(tmp_path, "CartPole-v1", episodes=1)
