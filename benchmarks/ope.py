@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/ope.py [--data medium|mixed] [--episodes 100] [--fqe-steps 20000] [--threads 1]
 
-Data: `--episodes` episodes of `workers.behaviour`'s Pendulum data ("medium": the noisy scripted swing-up;
+Data: `--episodes` episodes of `workers.rollouts.behaviour`'s Pendulum data ("medium": the noisy scripted swing-up;
 "mixed": alternate episodes of a lightly noisy swing-up and of random torques), of which a split holds out
 30%; every estimate is computed on the held-out episodes only. Policies of graded quality:
 the swing-up with more or less torque noise and more or fewer uniformly random actions (from the

@@ -123,7 +123,7 @@ def evaluate_dir(
 ) -> dict[str, Any]:
     """Evaluate the ONNX policy in a policy directory; the environment defaults to the card's env_id.
 
-    A policy made for other spaces than the environment's is refused first, naming both.
+    A policy made for other spaces than the environment's is refused before the first step, naming both.
     """
     from workers.rollouts.evaluate import evaluate
 
@@ -133,32 +133,5 @@ def evaluate_dir(
     env_id = env_id or card.get("env_id")
     if not env_id:
         raise ValueError(f"{directory} has no card naming an environment; give one with --env")
-    check_spaces(card, env_id)
     return evaluate(directory, env_id, episodes=episodes, seed=seed)
 
-
-def check_spaces(card: Mapping[str, Any], env_id: str) -> None:
-    """Refuse, naming both sides, a policy whose card states other observation or action spaces than the environment's."""
-    from gymnasium import spaces
-
-    from workers.rollouts.evaluate import make_env
-
-    observation, action = card.get("observation"), card.get("action")
-    if not observation or not action:
-        return
-    env = make_env(env_id)
-    try:
-        env_observation = list(env.observation_space.shape or ())
-        if list(observation["shape"]) != env_observation:
-            raise ValueError(
-                f"the policy takes observations of shape {list(observation['shape'])}, "
-                f"but {env_id} gives observations of shape {env_observation}"
-            )
-        space = env.action_space
-        if action.get("kind") == "discrete":
-            if not isinstance(space, spaces.Discrete) or int(space.n) != action["n"]:
-                raise ValueError(f"the policy chooses among {action['n']} discrete actions, but {env_id}'s actions are {space}")
-        elif not isinstance(space, spaces.Box) or list(space.shape) != list(action["shape"]):
-            raise ValueError(f"the policy gives actions of shape {list(action['shape'])}, but {env_id}'s actions are {space}")
-    finally:
-        env.close()

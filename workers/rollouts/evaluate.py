@@ -169,17 +169,21 @@ def make_env(env_id: str, max_episode_steps: int | None = None, **kwargs: Any) -
 
 
 def check_spaces(env: Any, spec: DatasetSpec, env_id: str) -> None:
-    """Raise `SpaceMismatch` unless `env`'s observation and action spaces are the ones `spec` describes."""
+    """Raise `SpaceMismatch`, naming both sides, unless `env`'s observation and action spaces are the ones
+    `spec` (the policy's, or its dataset's) describes."""
     from gymnasium import spaces
 
     observation_size = int(np.prod(env.observation_space.shape or (0,)))
     if not isinstance(env.observation_space, spaces.Box) or observation_size != spec.observation.size:
-        raise SpaceMismatch(f"{env_id}'s observations ({env.observation_space}) do not fit shape {spec.observation.shape}")
+        given = list(env.observation_space.shape or ()) if isinstance(env.observation_space, spaces.Box) else env.observation_space
+        raise SpaceMismatch(
+            f"the policy takes observations of shape {list(spec.observation.shape)}, but {env_id} gives observations of shape {given}"
+        )
     if isinstance(spec.action, DiscreteActionSpec):
         if not isinstance(env.action_space, spaces.Discrete) or int(env.action_space.n) != spec.action.n:
-            raise SpaceMismatch(f"{env_id}'s actions ({env.action_space}) are not Discrete({spec.action.n})")
+            raise SpaceMismatch(f"the policy chooses among {spec.action.n} discrete actions, but {env_id}'s actions are {env.action_space}")
     elif not isinstance(env.action_space, spaces.Box) or int(np.prod(env.action_space.shape)) != spec.action.size:
-        raise SpaceMismatch(f"{env_id}'s actions ({env.action_space}) do not fit shape {spec.action.shape}")
+        raise SpaceMismatch(f"the policy gives actions of shape {list(spec.action.shape)}, but {env_id}'s actions are {env.action_space}")
 
 
 def _card_spec(policy: Any) -> DatasetSpec | None:
