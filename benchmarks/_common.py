@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from cli.health import ServiceNotReady, wait_until_healthy
+from cli.health import ServiceNotReady, stop_child, wait_until_healthy
 from schemas.dataset import ContinuousActionSpec, DatasetSpec, ObservationSpec
 from workers.files import upload_schema
 
@@ -94,12 +94,7 @@ def running_service(data_dir: Path) -> Iterator[Service]:
             raise RuntimeError(f"{error}: {output}") from error
         yield Service(url, token, data_dir, process.pid)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_child(process, timeout=20)
 
 
 def process_cpu_seconds(pid: int) -> float | None:
@@ -128,3 +123,11 @@ def best_of_rounds(rounds: int, runs: list[Callable[[], None]]) -> list[float]:
 def verdict(ratio: float, target: float, higher_is_better: bool = True) -> str:
     met = ratio >= target if higher_is_better else ratio <= target
     return f"{'meets' if met else 'MISSES'} target {'>=' if higher_is_better else '<='} {target:g}"
+
+
+def has_baseline(python: Path) -> bool:
+    """Whether d3rlpy's venv (benchmarks/setup_baseline_venv.sh) is there; without it the d3rlpy columns stay empty."""
+    if python.exists():
+        return True
+    print(f"{python} is missing (benchmarks/setup_baseline_venv.sh): d3rlpy columns stay empty", file=sys.stderr)
+    return False

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from _common import has_baseline
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE_SCRIPT = ROOT / "benchmarks" / "d3rlpy_baseline.py"
@@ -161,10 +162,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=10, help="evaluation episodes per policy")
     parser.add_argument("--baseline-python", type=Path, default=ROOT / ".venv-bench" / "bin" / "python")
     args = parser.parse_args()
-    has_baseline = args.baseline_python.exists()
-    if not has_baseline:
-        print(f"{args.baseline_python} is missing (benchmarks/setup_baseline_venv.sh): d3rlpy columns stay empty",
-              file=sys.stderr)
+    baseline_present = has_baseline(args.baseline_python)
     makers = {"pendulum-medium": pendulum_medium, "inverted-pendulum-medium": inverted_pendulum_medium}
     rows: list[dict] = []
     started = time.perf_counter()
@@ -188,10 +186,10 @@ def main() -> None:
                         errors.append(error)
 
                 worker = threading.Thread(target=baseline_runs)
-                if has_baseline:
+                if baseline_present:
                     worker.start()
                 ours = {a: train_ours(a, dataset, seed, args.scale, args.episodes) for a in args.algorithms}
-                if has_baseline:
+                if baseline_present:
                     worker.join()
                     if errors:
                         raise errors[0]

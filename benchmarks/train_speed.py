@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import has_baseline
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE_SCRIPT = ROOT / "benchmarks" / "d3rlpy_baseline.py"
@@ -153,10 +154,7 @@ def main() -> None:
                         help="skip our bfloat16 mixed-precision runs")
     parser.add_argument("--baseline-python", type=Path, default=ROOT / ".venv-bench" / "bin" / "python")
     args = parser.parse_args()
-    has_baseline = args.baseline_python.exists()
-    if not has_baseline:
-        print(f"{args.baseline_python} is missing (benchmarks/setup_baseline_venv.sh): d3rlpy columns stay empty",
-              file=sys.stderr)
+    baseline_present = has_baseline(args.baseline_python)
 
     if args.bfloat16 and args.device == "cpu":
         import torch
@@ -181,7 +179,7 @@ def main() -> None:
                                         "float32")
                     results.setdefault(("ours", algorithm, threads), []).append(ours)
                     line = f"ours {ours['steps_per_s']:.1f}/s"
-                    if has_baseline:
+                    if baseline_present:
                         theirs = measure_d3rlpy(args.baseline_python, data_path, algorithm, steps, args.warmup,
                                                 threads, args.device)
                         results.setdefault(("d3rlpy", algorithm, threads), []).append(theirs)

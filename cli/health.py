@@ -1,6 +1,6 @@
-"""Waiting for a `replaybank serve` that a program has just started to answer.
+"""Waiting for a `replaybank serve` that a program has just started to answer, and stopping it again.
 
-For the tests', benchmarks' and demo's helpers that run the service as a child process. It lives
+For the tests', benchmarks' and demo's helpers that run the service (or a worker) as a child process. It lives
 beside the command it waits for, in the installed `cli` package, so each of them imports it from any
 working folder (`python examples/demo.py` included) without a copy; it needs httpx, not click.
 """
@@ -33,3 +33,15 @@ def wait_until_healthy(url: str, process: subprocess.Popen | None = None, timeou
             pass
         time.sleep(0.1)
     raise ServiceNotReady(f"the service did not answer {url}/healthz within {timeout:g} s")
+
+
+def stop_child(process: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGTERM, so the child shuts down as it would for a user, then SIGKILL if it is not gone in `timeout` s."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 
-from cli.health import ServiceNotReady, wait_until_healthy
+from cli.health import ServiceNotReady, stop_child, wait_until_healthy
 from schemas.dataset import ContinuousActionSpec, DatasetSpec, ObservationSpec
 from schemas.jobs import JobCreate, JobPublic
 from workers.algos.data import arrays_to_arrow
@@ -58,12 +58,7 @@ def background(command: list[str], env: dict[str, str], log: Path) -> Iterator[s
         try:
             yield process
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_child(process)
 
 
 def free_dataset_name(client: ReplaybankClient, base: str) -> str:

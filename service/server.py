@@ -7,26 +7,17 @@ import sys
 from typing import Any
 
 import uvicorn
-from filelock import FileLock, Timeout
 from sqlalchemy.engine import make_url
 from uvicorn.config import LOGGING_CONFIG
 
 from service.app import create_app
-from service.services import LOCK_FILE, DataDirInUse
+from service.services import own_data_dir
 from service.settings import Settings
 
 
 def ensure_data_dir_free(settings: Settings) -> None:
     """Fail early, with a clear message, when another service owns the data directory."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(settings.data_dir / LOCK_FILE))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise DataDirInUse(
-            f"another replaybank service is using {settings.data_dir}; stop it or set REPLAYBANK_DATA_DIR to another folder"
-        ) from None
-    lock.release()
+    own_data_dir(settings).release()
 
 
 def where_it_keeps_things(settings: Settings) -> str:

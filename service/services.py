@@ -65,10 +65,8 @@ class Services:
                 raise ApiError(503, "not_ready", f"{name} is not answering: {error.__class__.__name__}: {error}", name) from None
 
 
-@contextmanager
-def open_services(settings: Settings) -> Iterator[Services]:
-    """Own the data directory (refusing a second service on it), open catalog and storage, reconcile, and
-    build the job side on them. The queue's connections are the caller's to close (`await queue.close()`)."""
+def own_data_dir(settings: Settings) -> FileLock:
+    """The data directory's lock, held; `DataDirInUse` when another service holds it."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(settings.data_dir / LOCK_FILE))
     try:
@@ -77,6 +75,14 @@ def open_services(settings: Settings) -> Iterator[Services]:
         raise DataDirInUse(
             f"another replaybank service is using {settings.data_dir}; stop it or set REPLAYBANK_DATA_DIR to another folder"
         ) from None
+    return lock
+
+
+@contextmanager
+def open_services(settings: Settings) -> Iterator[Services]:
+    """Own the data directory (refusing a second service on it), open catalog and storage, reconcile, and
+    build the job side on them. The queue's connections are the caller's to close (`await queue.close()`)."""
+    lock = own_data_dir(settings)
     catalog = Catalog(settings.catalog_url)
     compaction: Compaction | None = None
     ingest: Ingest | None = None
