@@ -49,12 +49,12 @@ def make_config(algorithm: str, arrays, args):
         common["reward_scaler"] = d3rlpy.preprocessing.ReturnBasedRewardScaler(
             multiplier=float(arrays["mean_episode_length"])
         )
+    # actor and critics of the same sizes, as ours
+    common |= {"actor_encoder_factory": encoder, "critic_encoder_factory": encoder}
     if algorithm == "iql":
         # Our IQL decays the actor's learning rate with a cosine over the run, as the paper does.
         schedule = d3rlpy.optimizers.CosineAnnealingLRFactory(T_max=args.steps + (args.warmup if args.mode == "speed" else 0))
         return d3rlpy.algos.IQLConfig(
-            actor_encoder_factory=encoder,
-            critic_encoder_factory=encoder,
             value_encoder_factory=encoder,
             actor_learning_rate=args.actor_lr or 3e-4,
             actor_optim_factory=d3rlpy.optimizers.AdamFactory(lr_scheduler_factory=schedule),
@@ -66,8 +66,6 @@ def make_config(algorithm: str, arrays, args):
     if algorithm == "cql":
         # A fixed conservative weight of 5 (no Lagrange), as our CQL defaults; automatic entropy as both do.
         return d3rlpy.algos.CQLConfig(
-            actor_encoder_factory=encoder,
-            critic_encoder_factory=encoder,
             actor_learning_rate=args.actor_lr or 1e-4,
             critic_learning_rate=3e-4,
             temp_learning_rate=args.entropy_lr,
@@ -80,8 +78,6 @@ def make_config(algorithm: str, arrays, args):
     if algorithm == "awac":
         # lambda 1 and one action sampled from the policy for V, as our AWAC defaults (d3rlpy's own too).
         return d3rlpy.algos.AWACConfig(
-            actor_encoder_factory=encoder,
-            critic_encoder_factory=encoder,
             actor_learning_rate=args.actor_lr or 3e-4,
             critic_learning_rate=3e-4,
             lam=1.0,

@@ -7,19 +7,13 @@ import json
 import click
 
 from cli.errors import one_line, reports_errors
-from cli.options import param_hints, params_option, parse_params
+from cli.options import data_file_option, param_hints, params_option, parse_params
 from schemas.algorithms import ALGORITHM_PARAMS
 
 
 @click.command("fit")
 @click.option("--algorithm", "-a", required=True, type=click.Choice(sorted(ALGORITHM_PARAMS)), help="what to train")
-@click.option(
-    "--data",
-    "data_path",
-    required=True,
-    type=click.Path(exists=True),
-    help="transitions: Parquet, Arrow, NPZ or D4RL-layout HDF5 file, or a Minari dataset",
-)
+@data_file_option
 @click.option("--steps", required=True, type=click.IntRange(min=1), help="gradient steps")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))

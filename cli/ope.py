@@ -8,17 +8,12 @@ import sys
 import click
 
 from cli.errors import one_line
+from cli.options import data_file_option
 
 
 @click.command("ope")
 @click.option("--policy", "policy_dir", required=True, type=click.Path(exists=True), help="a policy folder (policy.onnx / policy.pt2, card.json), or one of its files")
-@click.option(
-    "--data",
-    "data_path",
-    required=True,
-    type=click.Path(exists=True),
-    help="logged transitions: Parquet, Arrow, NPZ or D4RL-layout HDF5 file, or a Minari dataset",
-)
+@data_file_option
 @click.option("--method", default="fqe", show_default=True, type=click.Choice(["fqe", "model"]), help="Fitted Q Evaluation, or rollouts in a learned dynamics ensemble")
 @click.option("--steps", default=None, type=click.IntRange(min=1), help="FQE gradient steps (default 20,000), or the model rollout horizon (default: the mean episode length)")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))

@@ -29,6 +29,14 @@ service_option = click.option(
 )
 version_option = click.option("--version", "-v", "version", default="latest", show_default=True, help="A version number, 'latest' or a tag.")
 watch_option = click.option("--watch/--no-watch", default=False, show_default=True, help="Follow the job until it ends.")
+data_file_option = click.option(
+    "--data",
+    "data_path",
+    required=True,
+    type=click.Path(exists=True),
+    help="transitions: Parquet, Arrow, NPZ or D4RL-layout HDF5 file, or a Minari dataset",
+)
+"""A local file of transitions, for the commands that work without a service (fit, ope)."""
 params_option = click.option(
     "--param", "-p", "assignments", multiple=True, metavar="KEY=VALUE", help="An algorithm parameter (repeatable), e.g. -p hidden_sizes=64,64."
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -90,3 +91,36 @@ def upload_rows(
     if source is not None:
         columns["source"] = pa.array([source] * n)
     return pa.table(columns)
+
+
+def self_loop(terminal: bool, discrete: bool) -> TransitionArrays:
+    """One state that leads back to itself with reward 1, ending (terminal) or not (truncated): its value is
+    known exactly (1 with a terminal, 1 / (1 - gamma) without), Pendulum-shaped or CartPole-shaped."""
+    n = 64
+    observation = np.tile(np.array([[0.5, -0.5, 0.25, 0.0][: 4 if discrete else 3]], np.float32), (n, 1))
+    return TransitionArrays(
+        observations=observation,
+        actions=np.zeros(n, np.int64) if discrete else np.full((n, 1), 0.4, np.float32),
+        rewards=np.ones(n, np.float32),
+        next_observations=observation.copy(),
+        terminals=np.full(n, terminal),
+        truncateds=np.full(n, not terminal),
+        episode_ids=np.arange(n, dtype=np.int64),
+        steps=np.zeros(n, np.int32),
+    )
+
+
+def d4rl_npz(path: Path, episodes: int, seed: int, length: int = 10, observation_size: int = 3) -> Path:
+    """A bare D4RL-layout NPZ (no episode ids, so the reader numbers them): every episode ends in a
+    terminal, so every row is kept."""
+    rng = np.random.default_rng(seed)
+    n = episodes * length
+    np.savez(
+        path,
+        observations=rng.normal(size=(n, observation_size)).astype(np.float32),
+        actions=rng.uniform(-1, 1, size=(n, 1)).astype(np.float32),
+        rewards=rng.normal(size=n).astype(np.float32),
+        terminals=np.arange(n) % length == length - 1,
+        timeouts=np.zeros(n, bool),
+    )
+    return path

@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pyarrow as pa
 import pytest
 
 from tests.e2e.conftest import Server, running_server
+from tests.factories import d4rl_npz
 from workers import files
 from workers.client import ReplaybankClient
 
@@ -48,23 +48,8 @@ def replaybank(server: Server, tmp_path: Path) -> Run:
     return run
 
 
-def d4rl_file(path: Path, episodes: int, seed: int, length: int = 10) -> Path:
-    """A bare D4RL NPZ (no episode ids): every episode ends in a terminal, so every row is kept."""
-    rng = np.random.default_rng(seed)
-    n = episodes * length
-    np.savez(
-        path,
-        observations=rng.normal(size=(n, 3)).astype(np.float32),
-        actions=rng.uniform(-1, 1, size=(n, 1)).astype(np.float32),
-        rewards=rng.normal(size=n).astype(np.float32),
-        terminals=np.arange(n) % length == length - 1,
-        timeouts=np.zeros(n, bool),
-    )
-    return path
-
-
 def test_the_same_file_uploaded_twice_adds_one_version_unless_a_copy_is_asked_for(server: Server, replaybank: Run, tmp_path: Path) -> None:
-    path = d4rl_file(tmp_path / "logs.npz", episodes=4, seed=0)
+    path = d4rl_npz(tmp_path / "logs.npz", episodes=4, seed=0)
 
     assert "twice version 1: 40 rows appended" in replaybank("upload", "twice", str(path), "--create").stdout
     again = replaybank("upload", "twice", str(path))
@@ -114,7 +99,7 @@ def test_tokens_come_from_a_file_or_the_environment_and_argv_warns(server: Serve
 
 
 def test_a_cut_table_says_so_with_the_total(replaybank: Run, tmp_path: Path) -> None:
-    replaybank("upload", "cut", str(d4rl_file(tmp_path / "rows.npz", episodes=4, seed=1)), "--create")
+    replaybank("upload", "cut", str(d4rl_npz(tmp_path / "rows.npz", episodes=4, seed=1)), "--create")
 
     cut = replaybank("query", "cut", "SELECT step FROM transitions")
     assert len(cut.stdout.splitlines()) == 1 + QUERY_CAP
@@ -142,8 +127,8 @@ def test_a_failed_download_leaves_nothing_behind(replaybank: Run, tmp_path: Path
 
 
 def test_tags_are_listed_moved_and_deleted(replaybank: Run, tmp_path: Path) -> None:
-    replaybank("upload", "tagged", str(d4rl_file(tmp_path / "a.npz", episodes=1, seed=2)), "--create")
-    replaybank("upload", "tagged", str(d4rl_file(tmp_path / "b.npz", episodes=1, seed=3)))
+    replaybank("upload", "tagged", str(d4rl_npz(tmp_path / "a.npz", episodes=1, seed=2)), "--create")
+    replaybank("upload", "tagged", str(d4rl_npz(tmp_path / "b.npz", episodes=1, seed=3)))
 
     assert replaybank("tag", "tagged", "best", "1").stdout.strip() == "tagged:best -> version 1"
     assert replaybank("tag", "tagged", "best", "2").stdout.strip() == "tagged:best -> version 2 (moved from version 1)"
@@ -173,7 +158,7 @@ def test_datasets_edit_changes_the_card_metadata_and_environment(replaybank: Run
 
 
 def test_an_hdf5_pull_keeps_each_rows_source(server: Server, replaybank: Run, tmp_path: Path) -> None:
-    raw = files.read_file(d4rl_file(tmp_path / "mixed.npz", episodes=2, seed=4))
+    raw = files.read_file(d4rl_npz(tmp_path / "mixed.npz", episodes=2, seed=4))
     with ReplaybankClient(server.url, server.admin_token) as client:
         client.create_dataset("sourced", files.infer_spec(raw))
         table = files.to_upload_table(raw, files.infer_spec(raw))

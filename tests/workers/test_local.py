@@ -16,14 +16,6 @@ from workers.rollouts.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC, cartpole_da
 SMALL = {"batch_size": 32, "hidden_sizes": [16, 16]}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def pendulum_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "pendulum.parquet"

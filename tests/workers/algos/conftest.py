@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.factories import torch_threads
 from workers.algos.data import Normalisation, TransitionArrays
 from workers.rollouts.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC, cartpole_dataset, pendulum_dataset
 
@@ -36,12 +35,6 @@ VARIANTS = {
     "awac": ("awac", False, SMALL),
     "awac-clipped": ("awac", False, {**SMALL, "weighting": "clipped", "sampled_actions": 3}),
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    with torch_threads(1):
-        yield
 
 
 @pytest.fixture(scope="session")

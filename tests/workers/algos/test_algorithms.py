@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from schemas.dataset import ContinuousActionSpec
+from tests.factories import self_loop
 from workers.algos import ALGORITHMS
-from workers.algos.data import Normalisation, TransitionArrays
+from workers.algos.data import Normalisation
 from workers.algos.replay import ReplayBuffer
 from workers.algos.training import checkpoint, make_algorithm, restore, train
 from workers.rollouts.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC
@@ -122,22 +123,6 @@ def test_only_combo_prepares_anything(small_pendulum):
         assert algorithm.prepare(small_pendulum) == {}
 
 
-def _self_loop(terminal: bool, discrete: bool) -> TransitionArrays:
-    """One state that leads back to itself with reward 1, ending (terminal) or not (truncated)."""
-    n = 64
-    observation = np.tile(np.array([[0.5, -0.5, 0.25, 0.0][: 4 if discrete else 3]], np.float32), (n, 1))
-    return TransitionArrays(
-        observations=observation,
-        actions=np.zeros(n, np.int64) if discrete else np.full((n, 1), 0.4, np.float32),
-        rewards=np.ones(n, np.float32),
-        next_observations=observation.copy(),
-        terminals=np.full(n, terminal),
-        truncateds=np.full(n, not terminal),
-        episode_ids=np.arange(n, dtype=np.int64),
-        steps=np.zeros(n, np.int32),
-    )
-
-
 @pytest.mark.parametrize("discrete", [False, True], ids=["continuous", "discrete"])
 def test_iql_bootstraps_through_truncation_only(discrete):
     # With gamma 0.5, Q(s, a) = 1 when the row is terminal and 1 / (1 - 0.5) = 2 when it is only
@@ -146,7 +131,7 @@ def test_iql_bootstraps_through_truncation_only(discrete):
     params = {"hidden_sizes": [32, 32], "batch_size": 32, "gamma": 0.5, "tau": 0.05, "critic_lr": 1e-3}
     q_values = {}
     for terminal in (True, False):
-        data = _self_loop(terminal, discrete)
+        data = self_loop(terminal, discrete)
         size = data.observations.shape[1]
         normalisation = Normalisation(np.zeros(size, np.float32), np.ones(size, np.float32), 1.0)
         algorithm = make_algorithm("iql", params, spec, normalisation, "cpu", 0, total_steps=600)
@@ -167,7 +152,7 @@ def test_cql_target_bootstraps_through_truncation_only(discrete):
     spec = CARTPOLE_SPEC if discrete else PENDULUM_SPEC
     params = {"hidden_sizes": [8], "batch_size": 16, "gamma": 0.5, "conservative_weight": 0.0}
     for terminal, expected in ((True, 2 * (3 - 1) ** 2), (False, 2 * (3 - 1 - 0.5 * 3) ** 2)):
-        data = _self_loop(terminal, discrete)
+        data = self_loop(terminal, discrete)
         size = data.observations.shape[1]
         normalisation = Normalisation(np.zeros(size, np.float32), np.ones(size, np.float32), 1.0)
         algorithm = make_algorithm("cql", params, spec, normalisation, "cpu", 0, total_steps=1)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from schemas.algorithms import AWACParams
+from tests.factories import self_loop
 from workers.algos.awac import AWAC, advantage_weights
 from workers.algos.data import Normalisation, TransitionArrays
 from workers.algos.replay import ReplayBuffer
@@ -37,22 +38,6 @@ def test_clipped_weights_are_exp_advantage_over_lambda_up_to_the_cap():
     assert torch.allclose(weights, torch.tensor([np.exp(-2.0), 1.0, np.exp(2.0), 10.0], dtype=torch.float32))
 
 
-def _self_loop(terminal: bool) -> TransitionArrays:
-    """One Pendulum-shaped state that leads back to itself with reward 1, ending (terminal) or not (truncated)."""
-    n = 64
-    observation = np.tile(np.array([[0.5, -0.5, 0.25]], np.float32), (n, 1))
-    return TransitionArrays(
-        observations=observation,
-        actions=np.full((n, 1), 0.4, np.float32),
-        rewards=np.ones(n, np.float32),
-        next_observations=observation.copy(),
-        terminals=np.full(n, terminal),
-        truncateds=np.full(n, not terminal),
-        episode_ids=np.arange(n, dtype=np.int64),
-        steps=np.zeros(n, np.int32),
-    )
-
-
 def test_target_bootstraps_through_truncation_only():
     # Critics that are 3 everywhere (whatever action the policy draws at s'): the TD error is 3 - 1 on a
     # terminal row and 3 - (1 + 0.5 * 3) on a truncated one; the loss sums the two critics' mean squares.
@@ -64,7 +49,7 @@ def test_target_bootstraps_through_truncation_only():
             with torch.no_grad():
                 critic.net.output.weight.zero_()
                 critic.net.output.bias.fill_(3.0)
-        replay = ReplayBuffer.from_arrays(_self_loop(terminal), normalisation, PENDULUM_SPEC.action, "cpu", 0)
+        replay = ReplayBuffer.from_arrays(self_loop(terminal, discrete=False), normalisation, PENDULUM_SPEC.action, "cpu", 0)
         metrics = algorithm.update(replay.sample(16))
         assert float(metrics["critic_loss"]) == pytest.approx(expected, rel=1e-5)
 

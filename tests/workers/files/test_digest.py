@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 
+from tests.factories import d4rl_npz
 from workers import files
 from workers.files.digest import EPISODE_INDEX_BITS, UPLOADED_ID_FLAG
-
-
-def write_npz(path, seed: int = 0, episodes: int = 3, length: int = 4):
-    rng = np.random.default_rng(seed)
-    n = episodes * length
-    np.savez(
-        path,
-        observations=rng.normal(size=(n, 2)).astype(np.float32),
-        actions=rng.uniform(-1, 1, size=(n, 1)).astype(np.float32),
-        rewards=rng.normal(size=n).astype(np.float32),
-        terminals=np.arange(n) % length == length - 1,
-        timeouts=np.zeros(n, bool),
-    )
-    return path
 
 
 def digest(path) -> str:
@@ -27,10 +13,10 @@ def digest(path) -> str:
 
 
 def test_a_file_is_known_by_its_bytes_not_its_name(tmp_path) -> None:
-    first = write_npz(tmp_path / "a.npz")
+    first = d4rl_npz(tmp_path / "a.npz", episodes=3, seed=0, length=4, observation_size=2)
     copy = tmp_path / "elsewhere.npz"
     copy.write_bytes(first.read_bytes())
-    other = write_npz(tmp_path / "b.npz", seed=1)
+    other = d4rl_npz(tmp_path / "b.npz", episodes=3, seed=1, length=4, observation_size=2)
 
     assert digest(first) == digest(copy)
     assert digest(first) != digest(other)
@@ -42,7 +28,7 @@ def test_a_folder_is_known_by_its_files_whatever_order_they_were_written_in(tmp_
         for name in order:
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             (folder / name).write_bytes(name.encode())
-    raw = files.read_file(write_npz(tmp_path / "rows.npz"))
+    raw = files.read_file(d4rl_npz(tmp_path / "rows.npz", episodes=3, seed=0, length=4, observation_size=2))
 
     assert files.content_digest(one, raw) == files.content_digest(two, raw)
     (two / "metadata.json").rename(two / "renamed.json")
@@ -50,7 +36,7 @@ def test_a_folder_is_known_by_its_files_whatever_order_they_were_written_in(tmp_
 
 
 def test_made_up_episode_ids_come_from_the_content_and_a_salt_moves_them(tmp_path) -> None:
-    path = write_npz(tmp_path / "rows.npz")
+    path = d4rl_npz(tmp_path / "rows.npz", episodes=3, seed=0, length=4, observation_size=2)
     raw = files.read_file(path)
     spec = files.infer_spec(raw)
     base = files.derived_episode_base(digest(path))

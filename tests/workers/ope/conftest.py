@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
+from tests.factories import torch_threads
 from workers.algos.data import TransitionArrays
 from workers.algos.export import export_policy
 from workers.algos.training import fit
@@ -15,14 +15,6 @@ from workers.ope.fqe import FQESettings
 FAST_FQE = FQESettings(hidden_sizes=(64, 64), learning_rate=5e-4, batch_size=128, target_update_interval=50)
 """Small and quick: with discount 0.95 (a horizon of about 20 steps) 3,000 steps converge on these data."""
 DISCOUNT = 0.95
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def discounted_returns(data: TransitionArrays, discount: float) -> np.ndarray:
@@ -70,8 +62,8 @@ def cartpole() -> TransitionArrays:
 @pytest.fixture(scope="session")
 def exported(pendulum, tmp_path_factory):
     """A policy folder as a user downloads it (policy.onnx, policy.pt2, card.json), from a quick BC fit."""
-    torch.set_num_threads(1)
-    trained, _ = fit("bc", pendulum, PENDULUM_SPEC, steps=200, seed=0, params={"hidden_sizes": [32, 32]})
+    with torch_threads(1):
+        trained, _ = fit("bc", pendulum, PENDULUM_SPEC, steps=200, seed=0, params={"hidden_sizes": [32, 32]})
     out = tmp_path_factory.mktemp("policy")
     export_policy(trained, out)
     return out
