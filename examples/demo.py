@@ -125,8 +125,9 @@ def main() -> None:
             raise SystemExit(f"{error}; see {service_log}") from error
         client = stack.enter_context(ReplaybankClient(url, admin_token))
         worker_token = client.create_token(f"demo-worker-{stamp}-{secrets.token_hex(2)}", ["worker"]).token
-        worker_command = [REPLAYBANK, "worker", "--service", url, "--token", worker_token, "--device", "cpu", "--threads", "1"]
-        stack.enter_context(background(worker_command, env, logs / "worker.log"))
+        # the token through the environment, never argv (visible to every local user)
+        worker_command = [REPLAYBANK, "worker", "--service", url, "--device", "cpu"]
+        stack.enter_context(background(worker_command, {**env, "REPLAYBANK_TOKEN": worker_token}, logs / "worker.log"))
         loop(client)
     print(f"\nstate kept in {data_dir}: `REPLAYBANK_DATA_DIR={data_dir} replaybank serve` shows every dataset, job and policy")
 

@@ -349,7 +349,7 @@ def test_a_worker_that_hangs_up_while_waiting_is_handed_no_job(service, client) 
     ("env_id", "reason"),
     [
         ("NoSuchEnvironment-v0", "cannot make environment 'NoSuchEnvironment-v0': "),
-        ("MountainCarContinuous-v0", "MountainCarContinuous-v0's observations (Box("),  # two numbers, not three
+        ("MountainCarContinuous-v0", "the policy takes observations of shape [3], but MountainCarContinuous-v0 gives observations of shape [2]"),  # two numbers, not three
     ],
 )
 def test_a_finished_training_is_kept_when_its_evaluation_cannot_run(env_id, reason, service, client, start_worker, tmp_path) -> None:

@@ -9,11 +9,11 @@ import pytest
 
 from schemas.dataset import DatasetSpec
 from schemas.splits import Split, held_out
-from tests.e2e.test_jobs import SMALL, SPEC, cli, client, pendulum_rows, queue_kind, service, start_worker, wait_for
+from tests.e2e.test_jobs import SMALL, SPEC, cli, client, pendulum_rows, queue_kind, service, service_settings, start_worker, wait_for
 
 pytestmark = pytest.mark.slow
 
-__all__ = ["client", "queue_kind", "service", "start_worker"]  # the fixtures, shared with test_jobs.py
+__all__ = ["client", "queue_kind", "service", "service_settings", "start_worker"]  # the fixtures, shared with test_jobs.py
 
 NO_ENV = DatasetSpec(observation=SPEC.observation, action=SPEC.action, env_id=None)
 
