@@ -40,7 +40,7 @@ def worker(
 ) -> None:
     """Claim and run jobs (train, collect, evaluate) until SIGTERM; checkpoints and gives the job back on the way out."""
     if not token:
-        raise click.ClickException("a worker needs a token with the worker scope (--token or REPLAYBANK_TOKEN)")
+        raise click.ClickException("a worker needs a token with the worker scope (REPLAYBANK_TOKEN or --token-file PATH)")
     # torch and the algorithms load only where a worker runs
     from workers.runtime.loop import WorkerOptions, run_worker
 
