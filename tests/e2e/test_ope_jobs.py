@@ -18,15 +18,21 @@ __all__ = ["client", "queue_kind", "service", "service_settings", "start_worker"
 NO_ENV = DatasetSpec(observation=SPEC.observation, action=SPEC.action, env_id=None)
 
 
-def test_an_fqe_job_puts_its_estimate_on_the_card_without_an_environment(service, client, start_worker, tmp_path) -> None:
+def trained_without_an_environment(client, start_worker, tmp_path, algorithm: str, episodes: int, steps: int):
+    """A dataset with no env_id, a worker for two jobs, and the id of the policy it trained first."""
     client.create_dataset("logged", NO_ENV)
-    client.upload("logged", pendulum_rows(episodes=8, length=50))
+    client.upload("logged", pendulum_rows(episodes=episodes, length=50))
     trained = client.submit_job(
-        {"kind": "train", "algorithm": "iql", "dataset": "logged", "steps": 200, "seed": 0, "params": SMALL}
+        {"kind": "train", "algorithm": algorithm, "dataset": "logged", "steps": steps, "seed": 0, "params": SMALL}
     )
     worker = start_worker("--max-jobs", "2")
-    policy_id = wait_for(client, trained.id, lambda job: job.status == "succeeded", 180, tmp_path).policy_id
+    policy_id = wait_for(client, trained.id, lambda job: job.status == "succeeded", 240, tmp_path).policy_id
     assert policy_id is not None
+    return worker, policy_id
+
+
+def test_an_fqe_job_puts_its_estimate_on_the_card_without_an_environment(service, client, start_worker, tmp_path) -> None:
+    worker, policy_id = trained_without_an_environment(client, start_worker, tmp_path, "iql", episodes=8, steps=200)
     client.upload("logged", pendulum_rows(episodes=2, length=50, first_episode=100, seed=1))  # version 2, not asked for
     seed = next(seed for seed in range(100) if held_out(np.arange(8), Split(validation_fraction=0.5, seed=seed)).any())
 
@@ -56,14 +62,7 @@ def test_an_fqe_job_puts_its_estimate_on_the_card_without_an_environment(service
 
 
 def test_a_model_job_on_a_combo_version_rolls_out_in_the_stored_dynamics_model(client, start_worker, tmp_path) -> None:
-    client.create_dataset("logged", NO_ENV)
-    client.upload("logged", pendulum_rows(episodes=4, length=50))
-    trained = client.submit_job(
-        {"kind": "train", "algorithm": "combo", "dataset": "logged", "steps": 50, "seed": 0, "params": SMALL}
-    )
-    worker = start_worker("--max-jobs", "2")
-    policy_id = wait_for(client, trained.id, lambda job: job.status == "succeeded", 240, tmp_path).policy_id
-    assert policy_id is not None
+    worker, policy_id = trained_without_an_environment(client, start_worker, tmp_path, "combo", episodes=4, steps=50)
     evaluating = client.submit_job(
         {"kind": "evaluate", "dataset": "logged", "evaluate": {"policy": policy_id, "method": "model", "steps": 20}}
     )
