@@ -149,6 +149,13 @@ class JobCreate(StrictModel):
             "the rest from the other rows; unset, every row is as likely as any other"
         ),
     )
+    split: Split | None = Field(
+        default=None,
+        description=(
+            "train jobs: hold these episodes out of training (by a hash of episode id and seed, so a grown "
+            "version keeps every old episode on its side); validation metrics are measured on them"
+        ),
+    )
     device: DevicePreference = "auto"
     collect: CollectOptions | None = None
     evaluate: EvaluateOptions | None = None
@@ -194,6 +201,14 @@ class JobCreate(StrictModel):
         if fraction is not None and kind not in ("train", None):
             raise ValueError(f"{kind} jobs sample no batches; online_fraction is for train jobs")
         return fraction
+
+    @field_validator("split")
+    @classmethod
+    def _split_for_training(cls, split: Split | None, info: ValidationInfo) -> Split | None:
+        kind = info.data.get("kind")
+        if split is not None and kind not in ("train", None):
+            raise ValueError(f"{kind} jobs train nothing; an evaluate job takes its split in its evaluate options")
+        return split
 
     @field_validator("params")
     @classmethod
@@ -242,6 +257,8 @@ class JobPublic(BaseModel):
     params: dict[str, Any]
     parent_policy: str | None
     online_fraction: float | None = None
+    split: Split | None = None
+    """Train jobs: the episodes held out of training."""
     device: DevicePreference
     collect: CollectOptions | None = None
     evaluate: EvaluateOptions | None = None

@@ -43,6 +43,7 @@ def job_public(row: JobRow) -> JobPublic:
         params=row.params,
         parent_policy=row.parent_policy,
         online_fraction=row.options.get("online_fraction"),
+        split=row.options.get("split"),
         device=row.device,  # type: ignore[arg-type]
         collect=row.options.get("collect"),
         evaluate=row.options.get("evaluate"),

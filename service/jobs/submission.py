@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from schemas.algorithms import ALGORITHM_PARAMS
 from schemas.dataset import Page
 from schemas.jobs import FINISHED_STATUSES, EvaluateOptions, JobCreate, JobPublic, MetricPoint
-from schemas.splits import held_out
+from schemas.splits import Split, held_out
 from schemas.transition import POLICY_SOURCE_PREFIX
 from service.catalog import Catalog
 from service.catalog.jobs import JobRow, MetricPointRow, PolicyRow
@@ -68,6 +68,9 @@ class Jobs:
             if create.online_fraction is not None:
                 _check_online_fraction(dataset, version, create.online_fraction)
                 options["online_fraction"] = create.online_fraction
+            if create.split is not None:
+                _check_training_split(session, create.split, dataset_row, version.version)
+                options["split"] = create.split.model_dump(mode="json")
             for name, chosen in (("collect", create.collect), ("evaluate", create.evaluate)):
                 if chosen is None:
                     continue
@@ -179,6 +182,31 @@ def _check_online_fraction(dataset: str, version: VersionRow, fraction: float) -
                 f"(its rows by source: {sources or 'none'})",
                 "online_fraction",
             )
+
+
+def _check_training_split(session: Session, split: Split, dataset: DatasetRow, version: int) -> None:
+    """Held-out episodes are worth measuring only when some are held out and some are left to train on.
+
+    The catalog tracks episodes as of the latest version; ones still open then, or ended by `version`,
+    stand in for the version's own (an episode begun after `version` can only make the check kinder)."""
+    episodes = np.asarray(
+        session.scalars(
+            select(EpisodeRow.episode_id).where(
+                EpisodeRow.dataset_id == dataset.id, (EpisodeRow.ended_in.is_(None)) | (EpisodeRow.ended_in <= version)
+            )
+        ).all(),
+        dtype=np.int64,
+    )
+    out = held_out(episodes, split)
+    where = f"the split (validation_fraction={split.validation_fraction}, seed={split.seed})"
+    if split.validation_fraction > 0 and not out.any():
+        raise ApiError(
+            422, "invalid", f"{where} holds out none of the {len(episodes)} episodes of {dataset.name} version {version}", "split"
+        )
+    if out.all():
+        raise ApiError(
+            422, "invalid", f"{where} holds out all {len(episodes)} episodes of {dataset.name} version {version}", "split"
+        )
 
 
 def _check_spaces(policy: PolicyRow, dataset: DatasetRow) -> None:

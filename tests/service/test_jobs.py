@@ -523,6 +523,29 @@ def test_an_online_fraction_needs_rows_on_both_sides_of_it(start) -> None:
     assert submit(client)["online_fraction"] is None
 
 
+def test_a_train_job_holds_out_episodes_and_refuses_a_split_that_leaves_nothing_on_a_side(start) -> None:
+    client = start()  # version 1: episodes 0 and 1
+    assert append(client, rows(episodes=8, length=5, first_episode=2)).status_code == 201
+    job = submit(client, split={"validation_fraction": 0.3, "seed": 4})
+    assert job["split"] == {"validation_fraction": 0.3, "seed": 4}
+    assert client.get(f"/v1/jobs/{job['id']}", headers=ADMIN).json()["split"] == job["split"]
+    assert submit(client)["split"] is None
+
+    jobs_before = client.get("/v1/jobs", headers=ADMIN).json()["count"]
+    # with seed 0 the hash holds out none of the ten episodes at 0.01, and all ten at 0.9
+    for fraction, words in ((0.01, "holds out none"), (0.9, "holds out all 10")):
+        refused = client.post("/v1/jobs", json={**IQL, "split": {"validation_fraction": fraction, "seed": 0}}, headers=ADMIN)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["field"] == "split" and words in refused.json()["error"]["message"]
+    collect = client.post(
+        "/v1/jobs",
+        json={"kind": "collect", "dataset": "hopper", "collect": {"policy": "p", "episodes": 1}, "split": {"validation_fraction": 0.1}},
+        headers=ADMIN,
+    )
+    assert collect.status_code == 422 and collect.json()["error"]["field"] == "split"
+    assert client.get("/v1/jobs", headers=ADMIN).json()["count"] == jobs_before
+
+
 def test_gradient_steps_belong_to_train_jobs_only(start) -> None:
     client = start()
     policy = _trained_policy(client)
