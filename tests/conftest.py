@@ -5,8 +5,10 @@ Set REPLAYBANK_REQUIRE_SERVICES=1 (CI does) to turn those skips into failures.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
+import tempfile
 import uuid
 from collections.abc import Iterator
 
@@ -31,13 +33,31 @@ def _unavailable(what: str, why: Exception) -> None:
     service_unavailable(f"{what} is not reachable ({why.__class__.__name__}: {why})")
 
 
+@pytest.fixture(scope="session")
+def _redis_db() -> Iterator[int]:
+    """A Redis database number no other test run on this machine holds: one lock file per number.
+
+    Test runs side by side (several checkouts, a benchmark) would otherwise flush each other's queues."""
+    base = REDIS_URL.rsplit("/", 1)[0].replace("/", "_").replace(":", "_")
+    for db in range(15, 0, -1):
+        handle = open(os.path.join(tempfile.gettempdir(), f"replaybank-test{base}-db{db}.lock"), "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        with handle:
+            yield db
+        return
+    pytest.fail("all fifteen Redis test databases are held by other test runs on this machine", pytrace=False)
+
+
 @pytest.fixture
-def redis_url() -> Iterator[str]:
+def redis_url(_redis_db: int) -> Iterator[str]:
     """A Redis database of its own for this test, emptied before and after."""
     import redis
 
-    db = 15 - (os.getpid() % 8)
-    url = REDIS_URL.rsplit("/", 1)[0] + f"/{db}"
+    url = REDIS_URL.rsplit("/", 1)[0] + f"/{_redis_db}"
     client = redis.Redis.from_url(url, socket_connect_timeout=2)
     try:
         client.ping()
