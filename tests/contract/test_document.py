@@ -44,7 +44,7 @@ def test_the_document_declares_the_bearer_scheme_on_protected_routes(client: Tes
     assert scheme["type"] == "http" and scheme["scheme"] == "bearer"
     operations = [(path, method, operation) for path, item in document["paths"].items() for method, operation in item.items()]
     for path, method, operation in operations:
-        protected = path.startswith("/v1/")
+        protected = path.startswith("/v1/") or path == "/metrics"
         assert (operation.get("security") == [{name: []}]) == protected, f"{method} {path}"
         if protected:
             assert {"401", "403"} <= set(operation["responses"]), f"{method} {path}"
