@@ -13,6 +13,7 @@ pulls.py     pull, query
 jobs.py      train, collect, jobs, watch
 policies.py  policies, download
 worker.py    worker
+operators.py workers (the workers the service saw recently)
 learn.py     fit, evaluate (without a service)
 health.py    `wait_until_healthy`, for programs that start `replaybank serve` (tests, benchmarks, the demo)
 """

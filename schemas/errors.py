@@ -15,6 +15,9 @@ class ErrorDetail(BaseModel):
     message: str
     field: str | None = None
     """The request field (or column) the problem is about, when there is one."""
+    request_id: str | None = None
+    """The request's id, as in the X-Request-ID header and the service's log line of the request: quote it
+    when reporting a problem."""
 
 
 class ErrorEnvelope(BaseModel):

@@ -20,6 +20,11 @@ TOTAL_ROWS_HEADER = "X-Replaybank-Total-Rows"
 """On a query answer: how many rows the query gave before the cap, when the service could count them in time."""
 CHECKSUM_HEADER = "X-Checksum-Sha256"
 """On a version file: the SHA-256 of its bytes (also its ETag)."""
+REQUEST_ID_HEADER = "X-Request-ID"
+"""On every answer: the id the service logged the request under, also `error.request_id` in an error. A client
+may send its own (1 to 128 letters, digits and `._:-`); anything else is replaced by a new one."""
+
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 PARQUET = "application/vnd.apache.parquet"
@@ -28,6 +33,8 @@ TAR = "application/x-tar"
 ONNX = "application/onnx"
 OCTET_STREAM = "application/octet-stream"
 EVENT_STREAM = "text/event-stream"
+PROMETHEUS_TEXT = "text/plain"
+"""`GET /metrics`: the Prometheus text exposition format (version 0.0.4)."""
 
 ErrorCode = Literal[
     "bad_request",

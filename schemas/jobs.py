@@ -295,6 +295,9 @@ class ClaimRequest(StrictModel):
     device: WorkerDevice = "cpu"
     kinds: list[JobKind] = Field(default_factory=lambda: ["train", "collect", "evaluate"], min_length=1)
     wait: float = Field(default=20.0, ge=0.0, le=60.0, strict=True, description="seconds to hold the request open for a job")
+    threads: int | None = Field(
+        default=None, ge=1, le=4096, description="CPU threads this worker trains with at most (shown in the workers list)"
+    )
 
 
 class Claim(BaseModel):

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import fastapi_offline
 from fastapi import FastAPI
@@ -13,19 +14,23 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from service.api import datasets, health, jobs, policies, tokens, workers
+from schemas.http import REQUEST_ID_HEADER, REQUEST_ID_PATTERN
+from service.api import datasets, health, jobs, operators, policies, tokens, workers
 from service.errors import install_error_handlers
 from service.limits import BodySizeLimit
+from service.observability.metrics import ServiceMetrics
+from service.observability.requests import RequestTelemetry
 from service.services import open_services
 from service.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    metrics = ServiceMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        with open_services(settings) as services:
+        with open_services(settings, metrics) as services:
             app.state.services = services
             sweeper = asyncio.create_task(services.protocol.sweep_silent_jobs(), name="replaybank-silent-job-sweeper")
             try:
@@ -38,12 +43,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="replaybank", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
+    app.state.metrics = metrics
     install_docs(app)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
-    for router in (health.router, datasets.router, tokens.router, jobs.router, workers.router, policies.router):
+    app.add_middleware(RequestTelemetry, metrics=metrics)  # added last: outside the size limit, so its answers get an id
+    for router in (health.router, datasets.router, tokens.router, jobs.router, workers.router, policies.router, operators.router):
         app.include_router(router)
+    declare_request_id(app)
     return app
+
+
+def declare_request_id(app: FastAPI) -> None:
+    """Every answer carries `X-Request-ID` (`service.observability.requests`): the document says so on each."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()
+            header = {
+                "description": "the id the service logged this request under",
+                "required": True,
+                "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN},
+            }
+            for item in document["paths"].values():
+                for operation in item.values():
+                    for answer in operation.get("responses", {}).values():
+                        answer.setdefault("headers", {})[REQUEST_ID_HEADER] = header
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 DOCS_ASSETS = "/docs/assets"

@@ -1,4 +1,7 @@
-"""One error envelope for every failure: ours, FastAPI's validation errors and the router's own 404/405."""
+"""One error envelope for every failure: ours, FastAPI's validation errors and the router's own 404/405.
+
+Every envelope carries the request's id (`error.request_id`, the same as the X-Request-ID header).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
 from schemas.errors import ErrorDetail, ErrorEnvelope
-from schemas.http import ErrorCode
+from schemas.http import REQUEST_ID_HEADER, ErrorCode
+from service.observability.requests import request_id_of
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -49,8 +53,16 @@ def validated(model: type[Model], data: Any, prefix: str) -> Model:
         raise invalid_field(error, prefix) from None
 
 
-def envelope(status: int, code: ErrorCode, message: str, field: str | None = None, details: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    body = ErrorEnvelope(error=ErrorDetail(code=code, message=message, field=field), details=details)
+def envelope(
+    status: int,
+    code: ErrorCode,
+    message: str,
+    field: str | None = None,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+    request_id: str | None = None,
+) -> JSONResponse:
+    body = ErrorEnvelope(error=ErrorDetail(code=code, message=message, field=field, request_id=request_id), details=details)
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
 
@@ -77,7 +89,9 @@ def _field_name(location: tuple[Any, ...] | list[Any]) -> str:
 
 
 async def _api_error(request: Request, error: ApiError) -> JSONResponse:
-    return envelope(error.status, error.code, error.message, error.field, headers=error.headers)
+    if error.code == "lease_lost":
+        request.app.state.metrics.lease_lost()
+    return envelope(error.status, error.code, error.message, error.field, headers=error.headers, request_id=request_id_of(request.scope))
 
 
 def _allowed_methods(request: Request) -> str | None:
@@ -106,7 +120,7 @@ async def _http_error(request: Request, error: StarletteHTTPException) -> JSONRe
         if allowed is not None:
             headers = {**(headers or {}), "Allow": allowed}
     code = _HTTP_CODES.get(status, "internal" if status >= 500 else "bad_request")
-    return envelope(status, code, message, getattr(error, "field", None), headers=headers)
+    return envelope(status, code, message, getattr(error, "field", None), headers=headers, request_id=request_id_of(request.scope))
 
 
 def _malformed_json(item: dict[str, Any], document: Any) -> dict[str, Any]:
@@ -129,11 +143,14 @@ async def _validation_error(request: Request, error: RequestValidationError) -> 
     ]
     first = details[0] if details else {"field": None, "message": "invalid request"}
     message = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
-    return envelope(422, "invalid", message, first["field"] or None, details=details)
+    return envelope(422, "invalid", message, first["field"] or None, details=details, request_id=request_id_of(request.scope))
 
 
 async def _internal_error(request: Request, error: Exception) -> JSONResponse:
-    return envelope(500, "internal", f"the service failed: {error.__class__.__name__}")
+    # answered by Starlette's outermost middleware, outside the one that adds the header to every other answer
+    request_id = request_id_of(request.scope)
+    headers = {REQUEST_ID_HEADER: request_id} if request_id else None
+    return envelope(500, "internal", f"the service failed: {error.__class__.__name__}", headers=headers, request_id=request_id)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -35,6 +35,7 @@ from service.catalog.tables import DatasetRow
 from service.compaction import Compaction
 from service.datasets import Datasets, spec_of
 from service.errors import ApiError, not_found
+from service.observability.metrics import ServiceMetrics
 from service.recovery import catch_up
 from service.storage.datasets import DataFile, StagedFile
 
@@ -54,8 +55,9 @@ class PreparedUpload:
 
 
 class Ingest:
-    def __init__(self, datasets: Datasets, compaction: Compaction) -> None:
+    def __init__(self, datasets: Datasets, compaction: Compaction, metrics: ServiceMetrics) -> None:
         self.datasets = datasets
+        self.metrics = metrics
         self.catalog = datasets.catalog
         self.storage = datasets.storage
         self.compaction = compaction
@@ -73,12 +75,15 @@ class Ingest:
         await anyio.to_thread.run_sync(self.datasets.get, name)
         counted = _CountedBody(body)
         try:
-            return await self._append(name, counted, kind, idempotency_key)
+            result = await self._append(name, counted, kind, idempotency_key)
         except ClientDisconnect:
             log.info(
                 "dataset %s: the client disconnected after %d bytes of its upload; nothing was committed", name, counted.received
             )
             raise ApiError(400, "bad_request", "the client disconnected before the whole body arrived", "body") from None
+        if not result.replayed:
+            self.metrics.upload_accepted(name, result.rows, counted.received)
+        return result
 
     async def _append(self, name: str, body: AsyncIterable[bytes], kind: str, idempotency_key: str | None) -> AppendResult:
         if kind != PARQUET and not (idempotency_key and await anyio.to_thread.run_sync(self._knows_key, name, idempotency_key)):
@@ -267,7 +272,7 @@ class Ingest:
 
 
 class _CountedBody:
-    """The upload body, counting the bytes that arrived (for the log line of an upload cut short)."""
+    """The upload body, counting the bytes that arrived (for the metrics, and the log line of an upload cut short)."""
 
     def __init__(self, body: AsyncIterable[bytes]) -> None:
         self._body = body

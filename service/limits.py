@@ -6,6 +6,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import envelope
+from service.observability.requests import request_id_of
 
 
 class BodyTooLarge(HTTPException):
@@ -29,11 +30,11 @@ class BodySizeLimit:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:
             if not declared.strip().isdigit():
-                await envelope(400, "bad_request", "Content-Length is not a number", "Content-Length")(scope, receive, send)
+                await envelope(400, "bad_request", "Content-Length is not a number", "Content-Length", request_id=request_id_of(scope))(scope, receive, send)
                 return
             if int(declared) > self.max_bytes:
                 error = BodyTooLarge(self.max_bytes)
-                await envelope(413, "payload_too_large", error.detail, "body", headers={"Connection": "close"})(scope, receive, send)
+                await envelope(413, "payload_too_large", error.detail, "body", headers={"Connection": "close"}, request_id=request_id_of(scope))(scope, receive, send)
                 return
         received = 0
 

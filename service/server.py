@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import sys
-from typing import Any
 
 import uvicorn
 from sqlalchemy.engine import make_url
-from uvicorn.config import LOGGING_CONFIG
 
 from service.app import create_app
+from service.observability.logs import log_config
 from service.services import own_data_dir
 from service.settings import Settings
 
@@ -21,12 +19,13 @@ def ensure_data_dir_free(settings: Settings) -> None:
 
 
 def where_it_keeps_things(settings: Settings) -> str:
-    """The start-up line: the data folder, the catalog and the queue, with any password hidden."""
+    """The start-up lines: the data folder, the catalog, the queue (any password hidden) and the log format."""
     catalog = make_url(settings.catalog_url).render_as_string(hide_password=True)
     queue = "embedded (on the catalog)"
     if settings.redis_url:
         queue = f"Redis at {make_url(settings.redis_url).render_as_string(hide_password=True)}"
-    return f"replaybank: data folder {settings.data_dir}\n  catalog: {catalog}\n  queue: {queue}"
+    logs = "JSON lines (REPLAYBANK_LOG_FORMAT=text for plain text)" if settings.log_format == "json" else "plain text"
+    return f"replaybank: data folder {settings.data_dir}\n  catalog: {catalog}\n  queue: {queue}\n  logs: {logs}"
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, settings: Settings | None = None) -> None:
@@ -35,13 +34,13 @@ def serve(host: str = "127.0.0.1", port: int = 8000, settings: Settings | None =
     settings = settings or Settings()
     ensure_data_dir_free(settings)
     print(where_it_keeps_things(settings), file=sys.stderr, flush=True)
+    # the service writes its own access line (`replaybank.access`, with the request id and route), so not uvicorn
     uvicorn.run(
-        create_app(settings), host=host, port=port, log_level="info", log_config=_log_config(), timeout_graceful_shutdown=10
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="info",
+        log_config=log_config(settings.log_format),
+        access_log=False,
+        timeout_graceful_shutdown=10,
     )
-
-
-def _log_config() -> dict[str, Any]:
-    """uvicorn's own logging, with the service's `replaybank.*` loggers beside it at INFO on the same stream."""
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["loggers"]["replaybank"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
-    return config

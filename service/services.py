@@ -17,7 +17,11 @@ from service.datasets import Datasets
 from service.errors import ApiError
 from service.ingest import Ingest
 from service.jobs.protocol import WorkerProtocol
+from service.jobs.roster import WorkerRoster
 from service.jobs.submission import Jobs
+from service.observability.gauges import CatalogGauges
+from service.observability.job_outcomes import JobOutcomes
+from service.observability.metrics import ServiceMetrics
 from service.policies import Policies
 from service.query import QueryRunner
 from service.queue import JobQueue, create_queue
@@ -48,6 +52,8 @@ class Services:
     jobs: Jobs
     protocol: WorkerProtocol
     policies: Policies
+    roster: WorkerRoster
+    metrics: ServiceMetrics
     generated_admin_token: str | None = None
     """Set on the first start without REPLAYBANK_ADMIN_TOKEN; printed once, never stored in clear."""
 
@@ -79,21 +85,28 @@ def own_data_dir(settings: Settings) -> FileLock:
 
 
 @contextmanager
-def open_services(settings: Settings) -> Iterator[Services]:
+def open_services(settings: Settings, metrics: ServiceMetrics | None = None) -> Iterator[Services]:
     """Own the data directory (refusing a second service on it), open catalog and storage, reconcile, and
-    build the job side on them. The queue's connections are the caller's to close (`await queue.close()`)."""
+    build the job side on them. The queue's connections are the caller's to close (`await queue.close()`).
+    `metrics` (the app's; by default a registry of their own) gain the catalog's gauges while open."""
+    metrics = metrics or ServiceMetrics()
     lock = own_data_dir(settings)
     catalog = Catalog(settings.catalog_url)
     compaction: Compaction | None = None
     ingest: Ingest | None = None
+    gauges: CatalogGauges | None = None
     try:
         catalog.create_all()
+        JobOutcomes(metrics).attach(catalog)
+        roster = WorkerRoster(catalog, settings.workers_window_seconds)
+        gauges = CatalogGauges(catalog, roster)
+        metrics.watch(gauges)
         storage = DatasetStorage(settings.data_dir)
         artifacts = ArtifactStorage(settings.data_dir)
         datasets = Datasets(catalog, storage, artifacts)
         reconcile(datasets)
         compaction = Compaction(datasets, CompactionPolicy.from_settings(settings))
-        ingest = Ingest(datasets, compaction)
+        ingest = Ingest(datasets, compaction, metrics)
         tokens = Tokens(catalog)
         configured = settings.admin_token.get_secret_value() if settings.admin_token else None
         generated = tokens.ensure_admin(configured)
@@ -119,11 +132,15 @@ def open_services(settings: Settings) -> Iterator[Services]:
             queries=QueryRunner(settings),
             queue=queue,
             jobs=Jobs(catalog, queue, datasets, artifacts),
-            protocol=WorkerProtocol(catalog, queue, datasets, artifacts, policies, settings.max_upload_bytes),
+            protocol=WorkerProtocol(catalog, queue, datasets, artifacts, policies, settings.max_upload_bytes, roster),
             policies=policies,
+            roster=roster,
+            metrics=metrics,
             generated_admin_token=generated,
         )
     finally:
+        if gauges is not None:
+            metrics.unwatch(gauges)
         if compaction is not None:
             compaction.close()
         if ingest is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +38,10 @@ class Settings(BaseSettings):
     """After an append, a dataset whose latest version holds this many small files is compacted in the background."""
     compaction_small_file_bytes: int = Field(default=8 << 20, ge=1024, le=1 << 34)
     """Files under this size are merged, in runs of about this size; larger ones are never rewritten."""
+    workers_window_seconds: float = Field(default=300.0, gt=0, le=30 * 86_400)
+    """`GET /v1/workers` lists the workers that claimed (a long-poll finding no job counts) or heartbeated this recently."""
+    log_format: Literal["json", "text"] = "json"
+    """`replaybank serve` logs one JSON object per line, or uvicorn's plain text with `text`."""
 
     @field_validator("admin_token", "worker_token")
     @classmethod

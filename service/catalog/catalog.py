@@ -82,6 +82,10 @@ class Catalog:
     def close(self) -> None:
         self.engine.dispose()
 
+    def listen(self, event_name: str, listener: Callable[..., Any]) -> None:
+        """Attach an ORM session event (`after_flush`, `after_commit`, ...) to this catalog's sessions only."""
+        event.listen(self._sessions, event_name, listener)
+
     @contextmanager
     def session(self) -> Iterator[Session]:
         """One transaction: committed when the block ends, rolled back if it raises."""

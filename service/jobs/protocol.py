@@ -39,6 +39,7 @@ from service.catalog.tables import utcnow
 from service.datasets import Datasets
 from service.errors import ApiError, not_found, validated
 from service.jobs.records import aware, held_job, job_public, job_row, lease_lost
+from service.jobs.roster import WorkerRoster
 from service.policies import Policies
 from service.queue import Exhausted, JobQueue, Lease
 from service.storage.artifacts import ArtifactStorage
@@ -55,6 +56,7 @@ class WorkerProtocol:
         artifacts: ArtifactStorage,
         policies: Policies,
         max_upload_bytes: int,
+        roster: WorkerRoster,
     ) -> None:
         self.catalog = catalog
         self.queue = queue
@@ -62,6 +64,7 @@ class WorkerProtocol:
         self.artifacts = artifacts
         self.policies = policies
         self.max_upload_bytes = max_upload_bytes
+        self.roster = roster
 
     @property
     def lease_seconds(self) -> float:
@@ -70,6 +73,7 @@ class WorkerProtocol:
     # --- claim and the lease sweeper ----------------------------------------------------------------------
 
     async def claim(self, request: ClaimRequest) -> Claim | None:
+        await self.roster.claiming(request)
         channels = ["cuda", "any"] if request.device == "cuda" else ["any"]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + request.wait
@@ -152,6 +156,7 @@ class WorkerProtocol:
                 return True
             now = utcnow()
             held.progress, held.step, held.updated_at = beat.progress, beat.step, now
+            self.roster.heard(session, held.worker, beat)
             if beat.metrics:
                 held.metrics = beat.metrics
             points = beat.history or ([MetricPoint(step=beat.step, values=beat.metrics)] if beat.metrics else [])

@@ -44,7 +44,7 @@ def test_the_document_declares_the_bearer_scheme_on_protected_routes(client: Tes
     assert scheme["type"] == "http" and scheme["scheme"] == "bearer"
     operations = [(path, method, operation) for path, item in document["paths"].items() for method, operation in item.items()]
     for path, method, operation in operations:
-        protected = path.startswith("/v1/")
+        protected = path.startswith("/v1/") or path == "/metrics"
         assert (operation.get("security") == [{name: []}]) == protected, f"{method} {path}"
         if protected:
             assert {"401", "403"} <= set(operation["responses"]), f"{method} {path}"
@@ -69,3 +69,12 @@ def test_a_405_allows_every_method_the_path_has(client: TestClient) -> None:
         assert answer.status_code == 405
         assert set(answer.headers["Allow"].split(", ")) == methods
         assert answer.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_every_answer_declares_the_request_id_header(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            for status, answer in operation["responses"].items():
+                header = answer.get("headers", {}).get("X-Request-ID")
+                assert header is not None and header["required"] is True, f"{method} {path} {status}"

@@ -26,6 +26,7 @@ from schemas.jobs import (
     MetricPoint,
 )
 from schemas.policies import POLICY_FILES, PolicyPublic
+from schemas.workers import WorkerPublic
 from workers.client.http import ClientCore, ReplaybankError, segment
 
 
@@ -74,8 +75,13 @@ class Jobs(ClientCore):
 
     # --- workers ----------------------------------------------------------------------------------------
 
-    def claim_job(self, worker: str, device: str, wait: float) -> Claim | None:
-        body = ClaimRequest(worker=worker, device=device, wait=wait).model_dump(mode="json")  # type: ignore[arg-type]
+    def list_workers(self) -> list[WorkerPublic]:
+        """The workers the service saw recently (claims and heartbeats), by name."""
+        return self._paginate(WorkerPublic, "/v1/workers")
+
+    def claim_job(self, worker: str, device: str, wait: float, threads: int | None = None) -> Claim | None:
+        request = ClaimRequest(worker=worker, device=device, wait=wait, threads=threads)  # type: ignore[arg-type]
+        body = request.model_dump(mode="json", exclude_none=True)
         response = self._request("POST", "/v1/workers/claim", json=body, retry=False, timeout=wait + 30)
         if response.status_code == 204:
             return None

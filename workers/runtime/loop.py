@@ -124,7 +124,7 @@ def run_worker(url: str, token: str, device: str | None = None, options: WorkerO
                 try:
                     idle.set()
                     try:
-                        claim = client.claim_job(options.name, device, options.wait_seconds)
+                        claim = client.claim_job(options.name, device, options.wait_seconds, options.threads or cores.threads())
                     finally:
                         idle.clear()
                 except WorkerStopping:
