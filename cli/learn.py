@@ -7,7 +7,7 @@ import json
 import click
 
 from cli.errors import one_line, reports_errors
-from cli.options import data_file_option, param_hints, params_option, parse_params
+from cli.options import data_file_option, param_hints, params_option, parse_params, split_options
 from schemas.algorithms import ALGORITHM_PARAMS
 
 
@@ -19,6 +19,7 @@ from schemas.algorithms import ALGORITHM_PARAMS
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="folder for the policy files")
 @params_option
+@split_options("training never sees them, and metrics.jsonl gains validation metrics on them")
 @click.option("--env", "env_id", default=None, help="Gymnasium id to record on the card (default: the file's)")
 @click.option(
     "--threads",
@@ -34,6 +35,8 @@ def fit_command(
     device: str,
     out_dir: str,
     assignments: tuple[str, ...],
+    validation_fraction: float | None,
+    split_seed: int,
     env_id: str | None,
     threads: int | None,
 ) -> None:
@@ -63,6 +66,8 @@ def fit_command(
                 on_progress=on_progress,
                 env_id=env_id,
                 threads=threads,
+                validation_fraction=validation_fraction,
+                split_seed=split_seed,
             )
         except Exception as error:
             message = one_line(error, param_hints(ALGORITHM_PARAMS[algorithm]))

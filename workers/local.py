@@ -1,7 +1,8 @@
 """Train on a local file and evaluate a policy directory, without a service.
 
 `fit_file` writes the same layout a downloaded policy has (`policy.onnx`, `policy.pt2`, `card.json`)
-plus `metrics.jsonl`, one JSON line per progress report (step, seconds since the start, mean metrics).
+plus `metrics.jsonl`, one JSON line per progress report (step, seconds since the start, mean metrics,
+and with a validation fraction the `validation/...` metrics on the held-out episodes).
 """
 
 from __future__ import annotations
@@ -10,9 +11,13 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schemas.policies import POLICY_FILES
+
+if TYPE_CHECKING:
+    from schemas.splits import Split
+    from workers.algos.data import TransitionArrays
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -31,15 +36,20 @@ def fit_file(
     env_id: str | None = None,
     threads: int | None = None,
     progress_every: int | None = None,
+    validation_fraction: float | None = None,
+    split_seed: int = 0,
 ) -> dict[str, Any]:
     """Train `algorithm` on the transitions in `data_path` and export the policy into `out_dir`.
 
     Progress is reported (and logged) every `progress_every` steps, by default about 100 times a run
     and at least every 1000 steps. `threads` fixes torch's thread count; by default it is measured
-    within this process's share of the cores (see `workers.runtime.threads`). Returns a summary: the
-    files written, steps, final metrics, threads, seconds and steps per second.
+    within this process's share of the cores (see `workers.runtime.threads`). With `validation_fraction`,
+    the episodes a split (`split_seed`) holds out are never trained on (nor in the normalisation) and are
+    measured at every report. Returns a summary: the files written, steps, final metrics, threads, seconds
+    and steps per second, and the split with its held-out episode and row counts.
     """
     from schemas.algorithms import ALGORITHM_PARAMS
+    from schemas.splits import Split
 
     # Arguments are checked before torch loads, so a typo fails at once.
     if algorithm not in ALGORITHM_PARAMS:
@@ -47,11 +57,12 @@ def fit_file(
     if steps < 1:
         raise ValueError("steps must be at least 1")
     validated = ALGORITHM_PARAMS[algorithm].model_validate(dict(params or {}))
+    split = None if validation_fraction is None else Split(validation_fraction=validation_fraction, seed=split_seed)
 
     import torch
 
     from workers import files
-    from workers.algos.data import Normalisation, arrays_from_arrow
+    from workers.algos.data import Normalisation, arrays_from_arrow, split_arrays
     from workers.algos.export import export_policy
     from workers.algos.training import fit
     from workers.runtime.threads import CoreShare, ThreadTuner
@@ -61,6 +72,11 @@ def fit_file(
     raw = files.read_file(data_path)
     spec = files.infer_spec(raw, env_id=env_id)
     data = arrays_from_arrow(files.to_upload_table(raw, spec))
+    validation = None
+    split_summary: dict[str, Any] | None = None
+    if split is not None:
+        data, validation, _ = split_arrays(data, split)
+        split_summary = split.model_dump(mode="json") | _held_out_counts(validation, len(data), split)
     normalisation = Normalisation.from_arrays(data)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -87,6 +103,7 @@ def fit_file(
             on_progress=report,
             progress_every=progress_every or max(1, min(1000, steps // 100)),
             before_step=tuner.between_steps,
+            validation=validation,
         )
     seconds = time.perf_counter() - started
     exported = export_policy(
@@ -95,6 +112,7 @@ def fit_file(
         card_extra={
             "data_file": str(Path(data_path).resolve()),
             "rows": len(data),
+            "split": split_summary,
             "metrics": result.metrics,
             "training_seconds": round(seconds, 3),
         },
@@ -107,12 +125,25 @@ def fit_file(
         "metrics_log": str(out / METRICS_FILE),
         "algorithm": algorithm,
         "rows": len(data),
+        "split": split_summary,
         "steps": result.step,
         "metrics": result.metrics,
         "threads": torch.get_num_threads(),
         "seconds": round(seconds, 3),
         "steps_per_second": round(result.step / seconds, 1) if seconds > 0 else None,
     }
+
+
+def _held_out_counts(validation: TransitionArrays, training_rows: int, split: Split) -> dict[str, int]:
+    """Held-out episodes and rows; a split that holds out none or leaves nothing to train on is refused."""
+    import numpy as np
+
+    where = f"the split (validation_fraction={split.validation_fraction}, seed={split.seed})"
+    if split.validation_fraction > 0 and len(validation) == 0:
+        raise ValueError(f"{where} holds out no episode of this data; choose another --split-seed or a larger fraction")
+    if training_rows == 0:
+        raise ValueError(f"{where} holds out every episode of this data; choose another --split-seed or a smaller fraction")
+    return {"held_out_episodes": len(np.unique(validation.episode_ids)), "held_out_rows": len(validation)}
 
 
 def evaluate_dir(

@@ -3,7 +3,9 @@
 The only host synchronisation is in the progress report (every `progress_every` steps), where the
 window's mean metrics are read back at once. A checkpoint holds the algorithm's state, the sampler's
 generator and torch's global RNG, so training resumed from one repeats the uninterrupted run exactly
-(bit for bit on CPU).
+(bit for bit on CPU). Given held-out transitions, each report also carries the algorithm's
+`validation_metrics` on a fixed sample of them, as `validation/<name>`, measured with torch's RNG forked
+so that a run with validation trains exactly as one without.
 """
 
 from __future__ import annotations
@@ -13,19 +15,24 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from pydantic import BaseModel
 
 from schemas.algorithms import ALGORITHM_PARAMS
-from schemas.dataset import DatasetSpec
+from schemas.dataset import ActionSpec, DatasetSpec
 from workers.algos import ALGORITHMS
 from workers.algos.base import OfflineAlgorithm
 from workers.algos.data import Normalisation, TransitionArrays
-from workers.algos.replay import Replay, training_replay
+from workers.algos.replay import Batch, Replay, normalise_arrays, training_replay
 
 CHECKPOINT_FORMAT = 1
 PRECISIONS = ("float32", "bfloat16")
 """`train`'s `precision`: float32 throughout, or bfloat16 mixed precision (autocast; see `train`)."""
+
+VALIDATION_ROWS = 2048
+"""Held-out rows measured at every report at most: a fixed sample, so the curve moves with the networks only."""
+VALIDATION_PREFIX = "validation/"
 
 ProgressCallback = Callable[[int, dict[str, float]], None]
 """Called with (steps done, mean of each metric since the last report)."""
@@ -89,6 +96,31 @@ def restore(algorithm: OfflineAlgorithm, replay: Replay, state: Mapping[str, Any
         torch.cuda.set_rng_state(state["cuda_rng"], algorithm.device)
 
 
+def validation_batch(
+    data: TransitionArrays,
+    normalisation: Normalisation,
+    action_spec: ActionSpec,
+    device: torch.device,
+    seed: int,
+    rows: int = VALIDATION_ROWS,
+) -> Batch | None:
+    """At most `rows` of the held-out transitions (a sample fixed by `seed`), normalised on `device`;
+    None when there are none."""
+    if len(data) == 0:
+        return None
+    if len(data) > rows:
+        data = data.subset(np.sort(np.random.default_rng(seed).choice(len(data), rows, replace=False)))
+    return normalise_arrays(data, normalisation, action_spec, device)
+
+
+def validation_measures(algorithm: OfflineAlgorithm, batch: Batch) -> dict[str, torch.Tensor]:
+    """`algorithm.validation_metrics` on `batch`, named `validation/<name>`, leaving torch's RNG as it was."""
+    devices = [algorithm.device] if algorithm.device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        measured = algorithm.validation_metrics(batch)
+    return {VALIDATION_PREFIX + name: value for name, value in measured.items()}
+
+
 def train(
     algorithm: OfflineAlgorithm,
     replay: Replay,
@@ -102,6 +134,7 @@ def train(
     on_checkpoint: CheckpointCallback | None = None,
     checkpoint_every: int | None = None,
     precision: str = "float32",
+    validation: Batch | None = None,
 ) -> TrainingResult:
     """Update until `algorithm.step` reaches `steps` (resume by `restore` first).
 
@@ -111,6 +144,8 @@ def train(
     `precision="bfloat16"` runs each update under bfloat16 autocast: matrix products in bfloat16
     (AMX on recent Xeons, tensor cores on GPUs), parameters, optimiser state and losses of mixed
     inputs in float32. Opt-in: faster, but Q values carry about three significant digits.
+    With `validation` (held-out rows, e.g. from `validation_batch`), every report adds the algorithm's
+    validation metrics on them (`validation_measures`) to the window's means.
     """
     if steps < 0 or batch_size < 1 or progress_every < 1:
         raise ValueError("steps must be >= 0, batch_size and progress_every >= 1")
@@ -131,8 +166,11 @@ def train(
     def report() -> None:
         nonlocal sums, window, last
         if window:
-            names = list(sums)
-            values = (torch.stack([sums[name] for name in names]) / window).tolist()
+            means = {name: total / window for name, total in sums.items()}
+            if validation is not None:
+                means |= validation_measures(algorithm, validation)
+            names = list(means)
+            values = torch.stack([means[name].to(torch.float32) for name in names]).tolist()
             last = dict(zip(names, values))
             if on_progress is not None:
                 on_progress(algorithm.step, last)
@@ -173,11 +211,13 @@ def fit(
     params: Mapping[str, Any] | BaseModel | None = None,
     normalisation: Normalisation | None = None,
     resume_from: Mapping[str, Any] | None = None,
+    validation: TransitionArrays | None = None,
     **loop: Any,
 ) -> tuple[OfflineAlgorithm, TrainingResult]:
     """Train `algorithm_name` on `data` from scratch (or from `resume_from`); `loop` goes to `train`.
 
-    Normalisation comes from the data unless given (e.g. from the version's statistics).
+    Normalisation comes from the data unless given (e.g. from the version's statistics). `validation`,
+    held-out transitions (see `data.split_arrays`), are never trained on; the reports measure them.
     """
     normalisation = normalisation or Normalisation.from_arrays(data)
     algorithm = make_algorithm(algorithm_name, params, spec, normalisation, device, seed, total_steps=steps)
@@ -186,5 +226,6 @@ def fit(
         restore(algorithm, replay, resume_from)
     else:
         algorithm.prepare(data)
-    result = train(algorithm, replay, steps, algorithm.params.batch_size, **loop)
+    held_out = None if validation is None else validation_batch(validation, normalisation, spec.action, algorithm.device, seed)
+    result = train(algorithm, replay, steps, algorithm.params.batch_size, validation=held_out, **loop)
     return algorithm, result

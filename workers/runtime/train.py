@@ -4,11 +4,14 @@ Training checkpoints to the service every `checkpoint_seconds` (and when the wor
 re-claimed after a crash resumes from its last checkpoint. A job with a parent policy fine-tunes it
 (`start_from_parent`); COMBO reuses the dynamics model stored for the dataset version. Training
 takes its thread count from a `ThreadTuner` within the worker's share of the cores (or `--threads`).
+A job with a split trains on its training episodes alone (normalisation included) and reports validation
+metrics on the held-out ones; its card and result say how many it held out.
 A policy whose evaluation cannot run is still kept, its card saying why it was not evaluated.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -26,10 +29,10 @@ from schemas.dataset import DatasetSpec
 from schemas.jobs import JobComplete, JobPublic
 from schemas.policies import POLICY_FILES
 from workers.algos.base import OfflineAlgorithm
-from workers.algos.data import Normalisation, TransitionArrays, collected_by_policy
+from workers.algos.data import Normalisation, TransitionArrays, training_arrays
 from workers.algos.export import export_policy
 from workers.algos.replay import training_replay
-from workers.algos.training import make_algorithm, restore, train
+from workers.algos.training import make_algorithm, restore, train, validation_batch
 from workers.client import ReplaybankClient
 from workers.rollouts.evaluate import evaluate
 from workers.runtime.session import JobSession
@@ -41,11 +44,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("replaybank.worker")
 
 
-def _pull_arrays(client: ReplaybankClient, job: JobPublic) -> tuple[TransitionArrays, np.ndarray | None]:
-    """The job's version as training arrays, and which of its rows policies collected (when the job asks)."""
-    table = client.pull(job.dataset, job.version)
-    online = collected_by_policy(table) if job.online_fraction is not None else None
-    return TransitionArrays.from_arrow(table), online
+def _pull_arrays(
+    client: ReplaybankClient, job: JobPublic
+) -> tuple[TransitionArrays, np.ndarray | None, TransitionArrays | None]:
+    """The job's version as training arrays, which of those rows policies collected (when the job asks),
+    and the rows the job's split holds out (None without a split)."""
+    return training_arrays(client.pull(job.dataset, job.version), job.split, job.online_fraction is not None)
+
+
+def _split_summary(job: JobPublic, validation: TransitionArrays | None) -> dict[str, Any] | None:
+    if job.split is None or validation is None:
+        return None
+    held = {"held_out_episodes": len(np.unique(validation.episode_ids)), "held_out_rows": len(validation)}
+    return job.split.model_dump(mode="json") | held
 
 
 def run_train(session: JobSession, host: Host, options: WorkerOptions) -> JobComplete:
@@ -55,7 +66,7 @@ def run_train(session: JobSession, host: Host, options: WorkerOptions) -> JobCom
     # what runs before the tuner takes over (the COMBO dynamics model, a resumed replay) gets the whole share
     torch.set_num_threads(options.threads or host.cores.threads())
     spec = session.dataset_spec()
-    data, online = _pull_arrays(client, job)
+    data, online, validation = _pull_arrays(client, job)
     session.raise_if_stopped()
 
     parent_state: dict[str, Any] | None = None
@@ -69,6 +80,7 @@ def run_train(session: JobSession, host: Host, options: WorkerOptions) -> JobCom
         normalisation = Normalisation.from_arrays(data)
     algorithm = make_algorithm(job.algorithm, job.params, spec, normalisation, run_device, job.seed, total_steps=job.steps)
     replay = training_replay(data, normalisation, spec.action, algorithm.device, job.seed, job.online_fraction, online)
+    held_out = None if validation is None else validation_batch(validation, normalisation, spec.action, algorithm.device, job.seed)
 
     saved = client.get_checkpoint(job.id)
     prepared: dict[str, str] = {}
@@ -109,11 +121,15 @@ def run_train(session: JobSession, host: Host, options: WorkerOptions) -> JobCom
         before_step=_tuning_threads(job.id, host, options),
         on_checkpoint=on_checkpoint,
         checkpoint_every=options.progress_every,
+        validation=held_out,
     )
     if result.stopped:
         session.raise_if_stopped()
     metrics = dict(result.metrics) | {"threads": float(torch.get_num_threads())}
     outcome: dict[str, Any] = {"resumed_from_step": resumed_step, "step": result.step, **prepared}
+    split = _split_summary(job, validation)
+    if split is not None:
+        outcome["split"] = split
     with tempfile.TemporaryDirectory(prefix="replaybank-policy-") as folder:
         card_extra = {
             "dataset": job.dataset,
@@ -121,6 +137,7 @@ def run_train(session: JobSession, host: Host, options: WorkerOptions) -> JobCom
             "job_id": job.id,
             "parent_policy": job.parent_policy,
             "online_fraction": job.online_fraction,
+            "split": split,
             "training_seconds": time.monotonic() - start,
             "resumed_from_step": resumed_step,
         }
@@ -140,15 +157,25 @@ def run_train(session: JobSession, host: Host, options: WorkerOptions) -> JobCom
 
 @dataclass(frozen=True)
 class StoredParts:
-    """`PreparedParts` kept with the service, beside the job's dataset version (COMBO's dynamics model)."""
+    """`PreparedParts` kept with the service, beside the job's dataset version (COMBO's dynamics model).
+
+    A job with a split prepares from its training episodes only, so what it builds is kept under keys
+    that name the split, apart from what was built from the whole version (which OPE reuses as such).
+    """
 
     session: JobSession
 
     def get(self, key: str) -> bytes | None:
-        return self.session.client.get_dynamics(self.session.job.id, key)
+        return self.session.client.get_dynamics(self.session.job.id, self._key(key))
 
     def put(self, key: str, blob: bytes) -> None:
-        self.session.client.put_dynamics(self.session.job.id, self.session.lease, key, blob)
+        self.session.client.put_dynamics(self.session.job.id, self.session.lease, self._key(key), blob)
+
+    def _key(self, key: str) -> str:
+        split = self.session.job.split
+        if split is None:
+            return key
+        return f"{key}-split-{hashlib.sha256(split.model_dump_json().encode()).hexdigest()[:12]}"
 
 
 def _tuning_threads(job_id: str, host: Host, options: WorkerOptions) -> Callable[[], None]:
