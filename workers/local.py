@@ -62,7 +62,7 @@ def fit_file(
     import torch
 
     from workers import files
-    from workers.algos.data import Normalisation, arrays_from_arrow, split_arrays
+    from workers.algos.data import Normalisation, arrays_from_arrow, split_arrays, split_summary
     from workers.algos.export import export_policy
     from workers.algos.training import fit
     from workers.runtime.threads import CoreShare, ThreadTuner
@@ -73,10 +73,11 @@ def fit_file(
     spec = files.infer_spec(raw, env_id=env_id)
     data = arrays_from_arrow(files.to_upload_table(raw, spec))
     validation = None
-    split_summary: dict[str, Any] | None = None
+    recorded_split: dict[str, Any] | None = None
     if split is not None:
         data, validation, _ = split_arrays(data, split)
-        split_summary = split.model_dump(mode="json") | _held_out_counts(validation, len(data), split)
+        _check_split_sides(split, validation, len(data))
+        recorded_split = split_summary(split, validation)
     normalisation = Normalisation.from_arrays(data)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,7 +113,7 @@ def fit_file(
         card_extra={
             "data_file": str(Path(data_path).resolve()),
             "rows": len(data),
-            "split": split_summary,
+            "split": recorded_split,
             "metrics": result.metrics,
             "training_seconds": round(seconds, 3),
         },
@@ -125,7 +126,7 @@ def fit_file(
         "metrics_log": str(out / METRICS_FILE),
         "algorithm": algorithm,
         "rows": len(data),
-        "split": split_summary,
+        "split": recorded_split,
         "steps": result.step,
         "metrics": result.metrics,
         "threads": torch.get_num_threads(),
@@ -134,16 +135,13 @@ def fit_file(
     }
 
 
-def _held_out_counts(validation: TransitionArrays, training_rows: int, split: Split) -> dict[str, int]:
-    """Held-out episodes and rows; a split that holds out none or leaves nothing to train on is refused."""
-    import numpy as np
-
+def _check_split_sides(split: Split, validation: TransitionArrays, training_rows: int) -> None:
+    """A split that holds out nothing, or leaves nothing to train on, is refused (as the service does)."""
     where = f"the split (validation_fraction={split.validation_fraction}, seed={split.seed})"
     if split.validation_fraction > 0 and len(validation) == 0:
-        raise ValueError(f"{where} holds out no episode of this data; choose another --split-seed or a larger fraction")
+        raise ValueError(f"{where} holds out no episode of this data; choose another split seed or a larger fraction")
     if training_rows == 0:
-        raise ValueError(f"{where} holds out every episode of this data; choose another --split-seed or a smaller fraction")
-    return {"held_out_episodes": len(np.unique(validation.episode_ids)), "held_out_rows": len(validation)}
+        raise ValueError(f"{where} holds out every episode of this data; choose another split seed or a smaller fraction")
 
 
 def evaluate_dir(

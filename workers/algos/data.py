@@ -72,6 +72,12 @@ def split_arrays(data: TransitionArrays, split: Split) -> SplitArrays:
     return SplitArrays(data.subset(~rows), data.subset(rows), rows)
 
 
+def split_summary(split: Split, validation: TransitionArrays) -> dict[str, Any]:
+    """The split as a card and a job's result record it: fraction, seed, held-out episode and row counts."""
+    held = {"held_out_episodes": len(np.unique(validation.episode_ids)), "held_out_rows": len(validation)}
+    return split.model_dump(mode="json") | held
+
+
 @dataclass(frozen=True)
 class Normalisation:
     """Observation standardisation and reward scaling, fixed before training starts."""

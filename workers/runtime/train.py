@@ -29,7 +29,7 @@ from schemas.dataset import DatasetSpec
 from schemas.jobs import JobComplete, JobPublic
 from schemas.policies import POLICY_FILES
 from workers.algos.base import OfflineAlgorithm
-from workers.algos.data import Normalisation, TransitionArrays, training_arrays
+from workers.algos.data import Normalisation, TransitionArrays, split_summary, training_arrays
 from workers.algos.export import export_policy
 from workers.algos.replay import training_replay
 from workers.algos.training import make_algorithm, restore, train, validation_batch
@@ -50,13 +50,6 @@ def _pull_arrays(
     """The job's version as training arrays, which of those rows policies collected (when the job asks),
     and the rows the job's split holds out (None without a split)."""
     return training_arrays(client.pull(job.dataset, job.version), job.split, job.online_fraction is not None)
-
-
-def _split_summary(job: JobPublic, validation: TransitionArrays | None) -> dict[str, Any] | None:
-    if job.split is None or validation is None:
-        return None
-    held = {"held_out_episodes": len(np.unique(validation.episode_ids)), "held_out_rows": len(validation)}
-    return job.split.model_dump(mode="json") | held
 
 
 def run_train(session: JobSession, host: Host, options: WorkerOptions) -> JobComplete:
@@ -127,7 +120,7 @@ def run_train(session: JobSession, host: Host, options: WorkerOptions) -> JobCom
         session.raise_if_stopped()
     metrics = dict(result.metrics) | {"threads": float(torch.get_num_threads())}
     outcome: dict[str, Any] = {"resumed_from_step": resumed_step, "step": result.step, **prepared}
-    split = _split_summary(job, validation)
+    split = None if job.split is None or validation is None else split_summary(job.split, validation)
     if split is not None:
         outcome["split"] = split
     with tempfile.TemporaryDirectory(prefix="replaybank-policy-") as folder:
