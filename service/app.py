@@ -13,7 +13,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from service.api import datasets, health, jobs, policies, tokens, workers
+from service.api import datasets, health, jobs, policies, sweeps, tokens, workers
 from service.errors import install_error_handlers
 from service.limits import BodySizeLimit
 from service.services import open_services
@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with open_services(settings) as services:
             app.state.services = services
+            await services.sweeps.catch_up()  # evaluations a stop cut off between a job's completion and their submission
             sweeper = asyncio.create_task(services.protocol.sweep_silent_jobs(), name="replaybank-silent-job-sweeper")
             try:
                 yield
@@ -41,7 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_docs(app)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
-    for router in (health.router, datasets.router, tokens.router, jobs.router, workers.router, policies.router):
+    for router in (health.router, datasets.router, tokens.router, jobs.router, workers.router, policies.router, sweeps.router):
         app.include_router(router)
     return app
 

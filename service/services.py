@@ -25,6 +25,7 @@ from service.recovery import reconcile
 from service.settings import Settings
 from service.storage.artifacts import ArtifactStorage
 from service.storage.datasets import DatasetStorage
+from service.sweeps import Sweeps
 
 LOCK_FILE = "service.lock"
 
@@ -48,6 +49,7 @@ class Services:
     jobs: Jobs
     protocol: WorkerProtocol
     policies: Policies
+    sweeps: Sweeps
     generated_admin_token: str | None = None
     """Set on the first start without REPLAYBANK_ADMIN_TOKEN; printed once, never stored in clear."""
 
@@ -107,6 +109,8 @@ def open_services(settings: Settings) -> Iterator[Services]:
             )
         queue = create_queue(settings.redis_url, catalog.engine, settings.lease_seconds, settings.max_attempts)
         policies = Policies(catalog, artifacts, settings.max_upload_bytes)
+        jobs = Jobs(catalog, queue, datasets, artifacts)
+        sweeps = Sweeps(catalog, jobs, datasets)
         yield Services(
             settings=settings,
             catalog=catalog,
@@ -118,9 +122,10 @@ def open_services(settings: Settings) -> Iterator[Services]:
             tokens=tokens,
             queries=QueryRunner(settings),
             queue=queue,
-            jobs=Jobs(catalog, queue, datasets, artifacts),
-            protocol=WorkerProtocol(catalog, queue, datasets, artifacts, policies, settings.max_upload_bytes),
+            jobs=jobs,
+            protocol=WorkerProtocol(catalog, queue, datasets, artifacts, policies, sweeps, settings.max_upload_bytes),
             policies=policies,
+            sweeps=sweeps,
             generated_admin_token=generated,
         )
     finally:

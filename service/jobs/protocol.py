@@ -42,6 +42,7 @@ from service.jobs.records import aware, held_job, job_public, job_row, lease_los
 from service.policies import Policies
 from service.queue import Exhausted, JobQueue, Lease
 from service.storage.artifacts import ArtifactStorage
+from service.sweeps import Sweeps
 
 log = logging.getLogger("replaybank.jobs")
 
@@ -54,6 +55,7 @@ class WorkerProtocol:
         datasets: Datasets,
         artifacts: ArtifactStorage,
         policies: Policies,
+        sweeps: Sweeps,
         max_upload_bytes: int,
     ) -> None:
         self.catalog = catalog
@@ -61,6 +63,7 @@ class WorkerProtocol:
         self.datasets = datasets
         self.artifacts = artifacts
         self.policies = policies
+        self.sweeps = sweeps
         self.max_upload_bytes = max_upload_bytes
 
     @property
@@ -187,6 +190,7 @@ class WorkerProtocol:
         row = await self.catalog.run(finish)
         await self.queue.remove(job_id)
         await asyncio.to_thread(self.artifacts.remove_checkpoint, job_id)
+        await self.sweeps.job_completed(job_public(row))
         return job_public(row)
 
     async def fail(self, job_id: str, token: str, failure: JobFail) -> JobPublic:
