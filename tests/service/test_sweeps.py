@@ -10,8 +10,10 @@ import anyio
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import delete
 
 from schemas.splits import Split, held_out
+from service.catalog.sweeps import SweepJobRow
 from tests.factories import upload_rows as rows
 from tests.service.conftest import ADMIN, GRID, HOPPER, append
 from tests.service.test_jobs import backend, claim, database_url, held, policy_tar, start, upload_policy
@@ -52,18 +54,29 @@ def job(client: TestClient, job_id: str) -> dict[str, Any]:
     return client.get(f"/v1/jobs/{job_id}", headers=ADMIN).json()
 
 
-def run_next(client: TestClient, result: dict[str, Any] | None = None, evaluations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Claim the next job and finish it as a worker would: a train job uploads its policy (with `evaluations`
-    on its card, as training's own environment evaluation writes them), an evaluate job sends `result`."""
+def train_next(client: TestClient, evaluations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Claim the next job, a train job, and finish it as a worker would: upload its policy (with `evaluations`
+    on its card, as training's own environment evaluation writes them), then complete it."""
     claimed = claim(client)
-    assert claimed is not None, "no job is queued"
+    assert claimed is not None and claimed["job"]["kind"] == "train", claimed
     found, lease = claimed["job"], claimed["lease"]
-    if found["kind"] == "train":
-        card = {"algorithm": found["algorithm"], "normalisation": {}, "evaluations": evaluations or []}
-        assert upload_policy(client, found["id"], lease, policy_tar(card)).status_code == 201
-    done = client.post(f"/v1/jobs/{found['id']}/complete", json={"result": result or {}}, headers=held(lease))
+    card = {"algorithm": found["algorithm"], "normalisation": {}, "evaluations": evaluations or []}
+    assert upload_policy(client, found["id"], lease, policy_tar(card)).status_code == 201
+    done = client.post(f"/v1/jobs/{found['id']}/complete", json={}, headers=held(lease))
     assert done.status_code == 200, done.text
     return done.json()
+
+
+def claim_evaluation(client: TestClient) -> dict[str, Any]:
+    claimed = claim(client)
+    assert claimed is not None and claimed["job"]["kind"] == "evaluate"
+    return claimed
+
+
+def finish(client: TestClient, claimed: dict[str, Any], result: dict[str, Any]) -> None:
+    url = f"/v1/jobs/{claimed['job']['id']}/complete"
+    answer = client.post(url, json={"result": result}, headers=held(claimed["lease"]))
+    assert answer.status_code == 200, answer.text
 
 
 def test_the_grid_crosses_each_algorithms_own_params_with_the_seeds(start) -> None:
@@ -143,7 +156,7 @@ def test_bad_sweeps_are_refused_naming_the_field_and_nothing_is_written(start) -
 def test_each_trained_policy_gets_one_estimate_and_the_leaderboard_ranks_them(start) -> None:
     client = with_datasets(start())
     submitted = submit_sweep(client, params={"expectile": [0.6, 0.7, 0.8]}, ope_steps=300, discount=0.9)
-    trained = [run_next(client) for _ in range(3)]
+    trained = [train_next(client) for _ in range(3)]
     shown = sweep(client, submitted["id"])
     assert shown["status"] == "running" and shown["train"]["succeeded"] == 3
     assert shown["evaluations"]["total"] == 3 == shown["evaluations"]["queued"]
@@ -169,26 +182,10 @@ def test_each_trained_policy_gets_one_estimate_and_the_leaderboard_ranks_them(st
     ]  # fmt: skip
     top = board["entries"][0]
     assert (top["low"], top["high"], top["env_return"], top["ope_status"]) == (2.0, 4.0, None, "succeeded")
-    assert top["params"] == {"expectile": trained_expectile(client, top["train_job"])}
+    assert top["params"] == {"expectile": job(client, top["train_job"])["params"]["expectile"]}
     assert (board["compared"], board["spearman"], board["regret_at_1"]) == (0, None, None)
     refused = client.post(f"/v1/sweeps/{submitted['id']}/cancel", headers=ADMIN)
     assert refused.status_code == 409 and "finished" in refused.json()["error"]["message"]
-
-
-def claim_evaluation(client: TestClient) -> dict[str, Any]:
-    claimed = claim(client)
-    assert claimed is not None and claimed["job"]["kind"] == "evaluate"
-    return claimed
-
-
-def finish(client: TestClient, claimed: dict[str, Any], result: dict[str, Any]) -> None:
-    url = f"/v1/jobs/{claimed['job']['id']}/complete"
-    answer = client.post(url, json={"result": result}, headers=held(claimed["lease"]))
-    assert answer.status_code == 200, answer.text
-
-
-def trained_expectile(client: TestClient, train_job: str) -> float:
-    return job(client, train_job)["params"]["expectile"]
 
 
 def test_environment_returns_join_the_leaderboard_with_spearman_and_regret(start) -> None:
@@ -196,8 +193,8 @@ def test_environment_returns_join_the_leaderboard_with_spearman_and_regret(start
     submitted = submit_sweep(client, dataset="hopper", params={"expectile": [0.6, 0.7, 0.8]}, eval_episodes=4)
     assert submitted["train"]["total"] == 3
     # the first policy's training measured its return already: no environment evaluation is submitted for it
-    measured = run_next(client, evaluations=[{"returns": [20.0, 20.0], "mean": 20.0, "std": 0.0, "episodes": 2}])
-    others = [run_next(client), run_next(client)]
+    measured = train_next(client, evaluations=[{"returns": [20.0, 20.0], "mean": 20.0, "std": 0.0, "episodes": 2}])
+    others = [train_next(client), train_next(client)]
     shown = sweep(client, submitted["id"])
     kinds = sorted(
         (job(client, job_id)["evaluate"]["method"], job(client, job_id)["evaluate"]["policy"]) for job_id in shown["evaluate_jobs"]
@@ -230,7 +227,7 @@ def test_environment_returns_join_the_leaderboard_with_spearman_and_regret(start
 def test_cancel_cancels_every_unfinished_job_and_no_evaluation_follows(start) -> None:
     client = with_datasets(start())
     submitted = submit_sweep(client, seeds=[0, 1, 2])
-    finished = run_next(client)  # its estimate is queued now
+    finished = train_next(client)  # its estimate is queued now
     running = claim(client)
     assert running is not None
     cancelled = client.post(f"/v1/sweeps/{submitted['id']}/cancel", headers=ADMIN)
@@ -256,7 +253,7 @@ def test_a_failed_train_job_finishes_its_sweep_without_an_estimate(start) -> Non
     assert claimed is not None
     failed = client.post(f"/v1/jobs/{claimed['job']['id']}/fail", json={"error": "diverged"}, headers=held(claimed["lease"]))
     assert failed.status_code == 200
-    run_next(client)
+    train_next(client)
     finish(client, claim_evaluation(client), estimate("fqe", 4.0, SPLIT))
     shown = sweep(client, submitted["id"])
     assert shown["status"] == "finished" and (shown["train"]["failed"], shown["train"]["succeeded"]) == (1, 1)
@@ -274,3 +271,22 @@ def test_writing_a_sweep_needs_the_write_scope(start) -> None:
     submitted = submit_sweep(client)
     assert client.get(f"/v1/sweeps/{submitted['id']}", headers=headers).status_code == 200
     assert client.post(f"/v1/sweeps/{submitted['id']}/cancel", headers=headers).status_code == 403
+
+
+def test_an_estimate_a_stop_cut_off_is_submitted_at_the_next_start(start, make_client) -> None:
+    client = with_datasets(start())
+    submitted = submit_sweep(client)
+    trained = train_next(client)
+    [cut_off] = sweep(client, submitted["id"])["evaluate_jobs"]
+    # as if the service stopped after the train job completed, before the estimate was recorded as the sweep's
+    assert client.post(f"/v1/jobs/{cut_off}/cancel", headers=ADMIN).status_code == 200
+    with client.app.state.services.catalog.session() as session:
+        session.execute(delete(SweepJobRow).where(SweepJobRow.job_id == cut_off))
+    assert sweep(client, submitted["id"])["status"] == "running", "a trained policy awaits its estimate"
+    client.__exit__(None, None, None)
+
+    restarted = make_client(redis_url=client.app.state.settings.redis_url)
+    shown = sweep(restarted, submitted["id"])
+    [estimating] = shown["evaluate_jobs"]
+    assert estimating != cut_off and job(restarted, estimating)["evaluate"]["policy"] == trained["policy_id"]
+    assert shown["evaluations"]["queued"] == 1
