@@ -222,40 +222,34 @@ class Sweeps:
         """Submit what the train job's policy lacks of its sweep's evaluations: the environment evaluation first
         (where the dataset has an env_id and training did not measure a return already), then the estimate,
         so a recorded estimate means the policy's evaluations are all submitted."""
-        found = await self.catalog.run(lambda session: _evaluation_plan(session, train_job_id))
-        if found is None:
+        plan = await self.catalog.run(lambda session: _evaluation_plan(session, train_job_id))
+        if plan is None:
             return
-        sweep_id, train, done = found
-        spec = SweepCreate.model_validate(train["spec"])
+        spec = plan.spec
         try:
-            env_id = (await asyncio.to_thread(self.datasets.get, train["dataset"], "dataset")).spec.get("env_id")
+            env_id = (await asyncio.to_thread(self.datasets.get, plan.dataset, "dataset")).spec.get("env_id")
         except ApiError as error:
             await self._record_error(train_job_id, error.message)
             return
         chosen: list[tuple[str, EvaluateOptions]] = []
-        if ENV not in done and env_id and train["env_return"] is None:
-            chosen.append((ENV, EvaluateOptions(policy=train["policy_id"], method="env", episodes=spec.eval_episodes)))
-        if OPE not in done:
+        if ENV not in plan.submitted and env_id and not plan.measured_return:
+            chosen.append((ENV, EvaluateOptions(policy=plan.policy_id, method="env", episodes=spec.eval_episodes)))
+        if OPE not in plan.submitted:
             split = spec.split if spec.split.validation_fraction > 0 else None
             options = EvaluateOptions(
-                policy=train["policy_id"], method=spec.method, split=split, steps=spec.ope_steps, discount=spec.discount
+                policy=plan.policy_id, method=spec.method, split=split, steps=spec.ope_steps, discount=spec.discount
             )
             chosen.append((OPE, options))
         for role, options in chosen:
             evaluate = JobCreate(
-                kind="evaluate",
-                dataset=train["dataset"],
-                version=train["version"],
-                seed=train["seed"],
-                device=spec.device,
-                evaluate=options,
+                kind="evaluate", dataset=plan.dataset, version=plan.version, seed=plan.seed, device=spec.device, evaluate=options
             )
             try:
                 job = await self.jobs.submit(evaluate)
             except ApiError as error:  # e.g. the dataset or the policy was deleted meanwhile
                 await self._record_error(train_job_id, f"the {role} evaluation was refused: {error.message}")
                 return
-            if not await self._record_evaluation(sweep_id, job.id, role, train_job_id):
+            if not await self._record_evaluation(plan.sweep_id, job.id, role, train_job_id):
                 await self._cancel_job(job.id)
 
     async def _record_evaluation(self, sweep_id: str, job_id: str, role: str, train_job_id: str) -> bool:
@@ -384,9 +378,23 @@ def env_return(card: dict[str, Any]) -> float | None:
     return None
 
 
-def _evaluation_plan(session: Session, train_job_id: str) -> tuple[str, dict[str, Any], set[str]] | None:
-    """For a succeeded train job of a running sweep: (sweep id, what its evaluations need, the roles already
-    submitted); None when there is nothing to do."""
+@dataclass(frozen=True)
+class _Plan:
+    """What a trained policy's evaluations need, and which of them its sweep has already submitted."""
+
+    sweep_id: str
+    spec: SweepCreate
+    dataset: str
+    version: int
+    seed: int
+    policy_id: str
+    measured_return: bool
+    """Training measured the policy's return in the environment already (see `env_return`)."""
+    submitted: frozenset[str]
+
+
+def _evaluation_plan(session: Session, train_job_id: str) -> _Plan | None:
+    """The plan for a succeeded train job of a running sweep; None when there is nothing to do."""
     link = session.scalar(select(SweepJobRow).where(SweepJobRow.job_id == train_job_id, SweepJobRow.role == TRAIN))
     if link is None or link.error is not None:
         return None
@@ -395,20 +403,19 @@ def _evaluation_plan(session: Session, train_job_id: str) -> tuple[str, dict[str
     if sweep is None or sweep.cancelled_at is not None or job is None or job.status != "succeeded" or job.policy_id is None:
         return None
     policy = session.get(PolicyRow, job.policy_id)
-    done = set(
-        session.scalars(
-            select(SweepJobRow.role).where(SweepJobRow.sweep_id == sweep.id, SweepJobRow.train_job_id == train_job_id)
-        )
+    submitted = session.scalars(
+        select(SweepJobRow.role).where(SweepJobRow.sweep_id == sweep.id, SweepJobRow.train_job_id == train_job_id)
     )
-    train = {
-        "spec": sweep.spec,
-        "dataset": sweep.dataset,
-        "version": sweep.version,
-        "seed": job.seed,
-        "policy_id": job.policy_id,
-        "env_return": env_return(policy.card) if policy is not None else None,
-    }
-    return sweep.id, train, done
+    return _Plan(
+        sweep_id=sweep.id,
+        spec=SweepCreate.model_validate(sweep.spec),
+        dataset=sweep.dataset,
+        version=sweep.version,
+        seed=job.seed,
+        policy_id=job.policy_id,
+        measured_return=policy is not None and env_return(policy.card) is not None,
+        submitted=frozenset(submitted),
+    )
 
 
 def _detail(session: Session, sweep_id: str) -> tuple[SweepPublic, list[LeaderboardEntry]]:
