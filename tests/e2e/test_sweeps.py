@@ -80,6 +80,8 @@ def test_sweep_watch_and_leaderboard_without_an_environment(service, client, sta
     assert as_json.returncode == 0 and json.loads(as_json.stdout)["leaderboard"]["entries"][0]["policy_id"] == entries[0].policy_id
     listed = cli(service, "sweeps")
     assert sweep_id in listed.stdout and "finished" in listed.stdout
+    too_late = cli(service, "sweeps", "cancel", sweep_id)
+    assert too_late.returncode == 1 and f"sweep {sweep_id} already finished [409 conflict]" in too_late.stderr
 
 
 def test_a_sweep_on_pendulum_compares_its_estimates_with_environment_returns(client, start_worker) -> None:
