@@ -122,6 +122,7 @@ class MappedTransitions:
     """A version's column folders, memory-mapped, addressed by row index over the whole version."""
 
     def __init__(self, folders: Iterable[Path]) -> None:
+        folders = list(folders)
         self.training = [np.load(Path(folder) / TRAINING_FILE, mmap_mode="r") for folder in folders]
         self.episodes = [np.load(Path(folder) / EPISODES_FILE, mmap_mode="r") for folder in folders]
         sizes = [len(part) for part in self.training]
