@@ -191,11 +191,11 @@ def fit(
     if isinstance(data, MappedTransitions):
         refuse_streaming(algorithm_name)
         normalisation = normalisation or streamed_normalisation(data)
-    normalisation = normalisation or Normalisation.from_arrays(data)
-    algorithm = make_algorithm(algorithm_name, params, spec, normalisation, device, seed, total_steps=steps)
-    if isinstance(data, MappedTransitions):
+        algorithm = make_algorithm(algorithm_name, params, spec, normalisation, device, seed, total_steps=steps)
         replay = streaming_replay(data, normalisation, spec.action, algorithm.device, seed)
     else:
+        normalisation = normalisation or Normalisation.from_arrays(data)
+        algorithm = make_algorithm(algorithm_name, params, spec, normalisation, device, seed, total_steps=steps)
         replay = training_replay(data, normalisation, spec.action, algorithm.device, seed)
     try:
         if resume_from is not None:
