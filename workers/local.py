@@ -7,8 +7,10 @@ plus `metrics.jsonl`, one JSON line per progress report (step, seconds since the
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +33,17 @@ def fit_file(
     env_id: str | None = None,
     threads: int | None = None,
     progress_every: int | None = None,
+    memory_budget: int | None = None,
 ) -> dict[str, Any]:
     """Train `algorithm` on the transitions in `data_path` and export the policy into `out_dir`.
 
     Progress is reported (and logged) every `progress_every` steps, by default about 100 times a run
     and at least every 1000 steps. `threads` fixes torch's thread count; by default it is measured
-    within this process's share of the cores (see `workers.runtime.threads`). Returns a summary: the
-    files written, steps, final metrics, threads, seconds and steps per second.
+    within this process's share of the cores (see `workers.runtime.threads`). When the rows would take
+    more than `memory_budget` bytes on the device, they are written to memory-mapped columns in a
+    scratch folder inside `out_dir` (removed afterwards) and training streams from there. Returns a
+    summary: the files written, steps, final metrics, threads, seconds, steps per second and whether it
+    streamed.
     """
     from schemas.algorithms import ALGORITHM_PARAMS
 
@@ -51,21 +57,35 @@ def fit_file(
     import torch
 
     from workers import files
-    from workers.algos.data import Normalisation, arrays_from_arrow
+    from workers.algos.columns import READ_ROWS, MappedTransitions, write_columns
+    from workers.algos.data import Normalisation, TransitionArrays, arrays_from_arrow
     from workers.algos.export import export_policy
-    from workers.algos.training import fit
+    from workers.algos.streaming import should_stream
+    from workers.algos.training import fit, refuse_streaming
     from workers.runtime.threads import CoreShare, ThreadTuner
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device cuda was asked for, but torch sees no CUDA device here")
     raw = files.read_file(data_path)
     spec = files.infer_spec(raw, env_id=env_id)
-    data = arrays_from_arrow(files.to_upload_table(raw, spec))
-    normalisation = Normalisation.from_arrays(data)
+    table = files.to_upload_table(raw, spec)
+    del raw
+    streamed = should_stream(table.num_rows, spec, memory_budget)
+    if streamed:
+        refuse_streaming(algorithm)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with (out / METRICS_FILE).open("w") as log, CoreShare() as cores:
+    with ExitStack() as scratch, (out / METRICS_FILE).open("w") as log, CoreShare() as cores:
+        data: TransitionArrays | MappedTransitions
+        if streamed:
+            folder = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix=".columns-", dir=out))) / "columns"
+            data = MappedTransitions([write_columns(table.to_batches(READ_ROWS), table.num_rows, folder, spec)])
+            normalisation = None  # streamed from the mapped columns by `fit`
+        else:
+            data = arrays_from_arrow(table)
+            normalisation = Normalisation.from_arrays(data)
+        del table
         tuner = ThreadTuner(cores.threads, torch.set_num_threads, fixed=threads)
 
         def report(step: int, metrics: dict[str, float]) -> None:
@@ -112,6 +132,7 @@ def fit_file(
         "threads": torch.get_num_threads(),
         "seconds": round(seconds, 3),
         "steps_per_second": round(result.step / seconds, 1) if seconds > 0 else None,
+        "streamed": streamed,
     }
 
 

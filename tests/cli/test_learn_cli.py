@@ -151,3 +151,13 @@ def test_a_mismatched_environment_and_a_bad_list_param_are_one_line(data_files, 
     assert bad_list.stderr.strip().endswith("hidden_sizes: expected a list of integers, e.g. -p hidden_sizes=64,64")
     for result in (mismatched, unknown_env, bad_list):
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_fit_over_its_memory_budget_streams_and_a_bad_budget_is_refused(data_files, tmp_path) -> None:
+    out = tmp_path / "streamed"
+    done = run("fit", "-a", "bc", "--data", str(data_files["parquet"]), "--steps", "20", "--out", str(out), "--memory-budget", "1KiB", *SMALL)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["streamed"] is True
+    assert sorted(path.name for path in out.iterdir()) == ["card.json", "metrics.jsonl", "policy.onnx", "policy.pt2"]
+    refused = run("fit", "-a", "bc", "--data", str(data_files["parquet"]), "--steps", "20", "--out", str(out), "--memory-budget", "lots")
+    assert refused.returncode == 2 and "--memory-budget" in refused.stderr and "2GiB" in refused.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import pytest
 
-from cli.options import parse_params, parse_shape, parse_version
+from cli.options import ByteSize, parse_params, parse_shape, parse_version
 
 
 def test_parse_params_reads_json_values_and_falls_back_to_text() -> None:
@@ -94,3 +94,14 @@ def test_the_token_comes_from_a_file_or_the_environment_and_argv_warns(tmp_path,
     (tmp_path / "empty").write_text("\n")
     empty = run("--token-file", str(tmp_path / "empty"))
     assert empty.exit_code == 2 and "is empty" in empty.stderr
+
+
+def test_sizes_take_decimal_and_binary_units() -> None:
+    size = ByteSize()
+    assert size.convert("2GiB", None, None) == 2 << 30
+    assert size.convert("512MB", None, None) == 512_000_000
+    assert size.convert("1.5 kib", None, None) == 1536
+    assert size.convert("1000000", None, None) == 1_000_000
+    for bad in ("two gigs", "5XB", "0", "-1MB", ""):
+        with pytest.raises(click.BadParameter, match="size"):
+            size.convert(bad, None, None)

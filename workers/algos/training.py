@@ -20,8 +20,10 @@ from schemas.algorithms import ALGORITHM_PARAMS
 from schemas.dataset import DatasetSpec
 from workers.algos import ALGORITHMS
 from workers.algos.base import OfflineAlgorithm
+from workers.algos.columns import MappedTransitions, streamed_normalisation
 from workers.algos.data import Normalisation, TransitionArrays
-from workers.algos.replay import Replay, training_replay
+from workers.algos.replay import Replay, SamplingMismatch, training_replay
+from workers.algos.streaming import close_replay, streaming_replay
 
 CHECKPOINT_FORMAT = 1
 PRECISIONS = ("float32", "bfloat16")
@@ -79,11 +81,17 @@ def checkpoint(algorithm: OfflineAlgorithm, replay: Replay) -> dict[str, Any]:
 
 
 def restore(algorithm: OfflineAlgorithm, replay: Replay, state: Mapping[str, Any]) -> None:
-    """Put the algorithm, the sampler and torch's RNG back where `checkpoint` found them."""
+    """Put the algorithm, the sampler and torch's RNG back where `checkpoint` found them (a sampler of the
+    other kind, resident for streamed or back, starts afresh with a warning)."""
     if state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"unsupported checkpoint format {state.get('format')!r}; expected {CHECKPOINT_FORMAT}")
     algorithm.load_state_dict(state["algorithm"])
-    replay.load_state_dict(state["replay"])
+    try:
+        replay.load_state_dict(state["replay"])
+    except SamplingMismatch as mismatch:
+        # A job re-claimed by a worker with another memory budget: the networks, optimisers and step
+        # resume; only which batches come next differs from the run that wrote the checkpoint.
+        warnings.warn(f"{mismatch}: sampling starts afresh", RuntimeWarning, stacklevel=2)
     torch.set_rng_state(state["torch_rng"])
     if "cuda_rng" in state and algorithm.device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda_rng"], algorithm.device)
@@ -165,7 +173,7 @@ def train(
 
 def fit(
     algorithm_name: str,
-    data: TransitionArrays,
+    data: TransitionArrays | MappedTransitions,
     spec: DatasetSpec,
     steps: int,
     seed: int,
@@ -177,14 +185,34 @@ def fit(
 ) -> tuple[OfflineAlgorithm, TrainingResult]:
     """Train `algorithm_name` on `data` from scratch (or from `resume_from`); `loop` goes to `train`.
 
-    Normalisation comes from the data unless given (e.g. from the version's statistics).
+    Normalisation comes from the data unless given (e.g. from the version's statistics). Mapped
+    columns (a version larger than the memory budget) are streamed (see `streaming`).
     """
-    normalisation = normalisation or Normalisation.from_arrays(data)
-    algorithm = make_algorithm(algorithm_name, params, spec, normalisation, device, seed, total_steps=steps)
-    replay = training_replay(data, normalisation, spec.action, algorithm.device, seed)
-    if resume_from is not None:
-        restore(algorithm, replay, resume_from)
+    if isinstance(data, MappedTransitions):
+        refuse_streaming(algorithm_name)
+        normalisation = normalisation or streamed_normalisation(data)
+        algorithm = make_algorithm(algorithm_name, params, spec, normalisation, device, seed, total_steps=steps)
+        replay = streaming_replay(data, normalisation, spec.action, algorithm.device, seed)
     else:
-        algorithm.prepare(data)
-    result = train(algorithm, replay, steps, algorithm.params.batch_size, **loop)
+        normalisation = normalisation or Normalisation.from_arrays(data)
+        algorithm = make_algorithm(algorithm_name, params, spec, normalisation, device, seed, total_steps=steps)
+        replay = training_replay(data, normalisation, spec.action, algorithm.device, seed)
+    try:
+        if resume_from is not None:
+            restore(algorithm, replay, resume_from)
+        elif isinstance(data, TransitionArrays):
+            algorithm.prepare(data)
+        result = train(algorithm, replay, steps, algorithm.params.batch_size, **loop)
+    finally:
+        close_replay(replay)
     return algorithm, result
+
+
+def refuse_streaming(algorithm_name: str) -> None:
+    """Raise when the algorithm cannot train on a streamed version (it needs the whole version resident)."""
+    algorithm = ALGORITHMS.get(algorithm_name)
+    if algorithm is not None and not algorithm.streams:
+        raise ValueError(
+            f"{algorithm_name} cannot stream a version larger than the memory budget: {algorithm.resident_reason}; "
+            "raise --memory-budget or choose another algorithm"
+        )

@@ -26,12 +26,13 @@ from schemas.dataset import DatasetSpec
 from schemas.jobs import JobComplete, JobPublic
 from schemas.policies import POLICY_FILES
 from workers.algos.base import OfflineAlgorithm
-from workers.algos.data import Normalisation, TransitionArrays, collected_by_policy
+from workers.algos.data import Normalisation
 from workers.algos.export import export_policy
-from workers.algos.replay import training_replay
+from workers.algos.streaming import close_replay
 from workers.algos.training import make_algorithm, restore, train
 from workers.client import ReplaybankClient
 from workers.rollouts.evaluate import evaluate
+from workers.runtime.job_rows import pull_job_rows
 from workers.runtime.session import JobSession
 from workers.runtime.threads import ThreadTuner
 
@@ -41,13 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("replaybank.worker")
 
 
-def _pull_arrays(client: ReplaybankClient, job: JobPublic) -> tuple[TransitionArrays, np.ndarray | None]:
-    """The job's version as training arrays, and which of its rows policies collected (when the job asks)."""
-    table = client.pull(job.dataset, job.version)
-    online = collected_by_policy(table) if job.online_fraction is not None else None
-    return TransitionArrays.from_arrow(table), online
-
-
 def run_train(session: JobSession, host: Host, options: WorkerOptions) -> JobComplete:
     client, job = session.client, session.job
     assert job.algorithm is not None and job.steps is not None
@@ -55,7 +49,7 @@ def run_train(session: JobSession, host: Host, options: WorkerOptions) -> JobCom
     # what runs before the tuner takes over (the COMBO dynamics model, a resumed replay) gets the whole share
     torch.set_num_threads(options.threads or host.cores.threads())
     spec = session.dataset_spec()
-    data, online = _pull_arrays(client, job)
+    rows = pull_job_rows(client, job, spec, options.memory_budget)
     session.raise_if_stopped()
 
     parent_state: dict[str, Any] | None = None
@@ -66,9 +60,9 @@ def run_train(session: JobSession, host: Host, options: WorkerOptions) -> JobCom
         # weights_only: what comes over the network is loaded as tensors and numbers, never as code
         parent_state = torch.load(io.BytesIO(client.policy_artifact(parent.id, "state")), map_location=run_device, weights_only=True)
     else:
-        normalisation = Normalisation.from_arrays(data)
+        normalisation = rows.normalisation()
     algorithm = make_algorithm(job.algorithm, job.params, spec, normalisation, run_device, job.seed, total_steps=job.steps)
-    replay = training_replay(data, normalisation, spec.action, algorithm.device, job.seed, job.online_fraction, online)
+    replay = rows.replay(normalisation, spec.action, algorithm.device, job.seed, job.online_fraction)
 
     saved = client.get_checkpoint(job.id)
     prepared: dict[str, str] = {}
@@ -80,7 +74,7 @@ def run_train(session: JobSession, host: Host, options: WorkerOptions) -> JobCom
         resumed_step = 0
         if parent_state is not None:
             start_from_parent(algorithm, parent_state)
-        prepared = algorithm.prepare(data, StoredParts(session))
+        prepared = rows.prepare(algorithm, StoredParts(session))
     start = time.monotonic()
     last_checkpoint = time.monotonic()
 
@@ -98,22 +92,25 @@ def run_train(session: JobSession, host: Host, options: WorkerOptions) -> JobCom
     def on_progress(step: int, metrics: dict[str, float]) -> None:
         session.report(step / job.steps, step, metrics | {"threads": float(torch.get_num_threads())})
 
-    result = train(
-        algorithm,
-        replay,
-        job.steps,
-        algorithm.params.batch_size,
-        on_progress=on_progress,
-        progress_every=options.progress_every,
-        should_stop=session.should_stop,
-        before_step=_tuning_threads(job.id, host, options),
-        on_checkpoint=on_checkpoint,
-        checkpoint_every=options.progress_every,
-    )
+    try:
+        result = train(
+            algorithm,
+            replay,
+            job.steps,
+            algorithm.params.batch_size,
+            on_progress=on_progress,
+            progress_every=options.progress_every,
+            should_stop=session.should_stop,
+            before_step=_tuning_threads(job.id, host, options),
+            on_checkpoint=on_checkpoint,
+            checkpoint_every=options.progress_every,
+        )
+    finally:
+        close_replay(replay)  # a streamed replay's prefetch thread
     if result.stopped:
         session.raise_if_stopped()
     metrics = dict(result.metrics) | {"threads": float(torch.get_num_threads())}
-    outcome: dict[str, Any] = {"resumed_from_step": resumed_step, "step": result.step, **prepared}
+    outcome: dict[str, Any] = {"resumed_from_step": resumed_step, "step": result.step, **prepared, **rows.describe()}
     with tempfile.TemporaryDirectory(prefix="replaybank-policy-") as folder:
         card_extra = {
             "dataset": job.dataset,
