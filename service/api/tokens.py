@@ -1,4 +1,4 @@
-"""API tokens (admin only): create (the secret is shown once), list, revoke."""
+"""API tokens: create (the secret is shown once), list and revoke with an admin token; any token may ask about itself."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 
 from schemas.dataset import Page
-from schemas.tokens import TokenCreate, TokenCreated, TokenPublic
-from service.api.deps import AdminDep, ServicesDep
+from schemas.tokens import TokenCreate, TokenCreated, TokenPublic, TokenSelf
+from service.api.deps import AdminDep, AuthenticatedDep, ServicesDep
 from service.api.responses import PROTECTED, errors
 from service.auth import public
 
@@ -25,6 +25,12 @@ def create_token(request: TokenCreate, services: ServicesDep, _: AdminDep) -> To
 def list_tokens(services: ServicesDep, _: AdminDep) -> Page[TokenPublic]:
     tokens = [public(row) for row in services.tokens.list()]
     return Page(data=tokens, count=len(tokens))
+
+
+@router.get("/self", response_model=TokenSelf)
+def token_self(principal: AuthenticatedDep) -> TokenSelf:
+    """The calling token's name and scopes (never its secret), whatever its scope."""
+    return TokenSelf(id=principal.token_id, name=principal.name, scopes=sorted(principal.scopes))  # type: ignore[arg-type]
 
 
 @router.delete("/{token_id}", status_code=204, responses=errors(404))
