@@ -13,6 +13,7 @@ from service.api.responses import PROTECTED, errors
 from service.auth import public
 
 router = APIRouter(prefix="/v1/tokens", tags=["tokens"], responses=PROTECTED)
+whoami_router = APIRouter(tags=["tokens"], responses=PROTECTED)
 
 
 @router.post("", status_code=201, response_model=TokenCreated, responses=errors(409))
@@ -27,8 +28,9 @@ def list_tokens(services: ServicesDep, _: AdminDep) -> Page[TokenPublic]:
     return Page(data=tokens, count=len(tokens))
 
 
-@router.get("/self", response_model=TokenSelf)
-def token_self(principal: AuthenticatedDep) -> TokenSelf:
+# Not /v1/tokens/self: "self" is a valid token name, which DELETE /v1/tokens/{token_id} takes.
+@whoami_router.get("/v1/whoami", response_model=TokenSelf)
+def whoami(principal: AuthenticatedDep) -> TokenSelf:
     """The calling token's name and scopes (never its secret), whatever its scope."""
     return TokenSelf(id=principal.token_id, name=principal.name, scopes=sorted(principal.scopes))  # type: ignore[arg-type]
 

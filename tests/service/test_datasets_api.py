@@ -306,9 +306,9 @@ def test_scopes_and_revoked_tokens(client: TestClient) -> None:
     assert client.post("/v1/tokens", json={"name": "x", "scopes": ["read"]}, headers=bearer(tokens["write"])).status_code == 403
     assert client.get("/v1/tokens", headers=ADMIN).json()["count"] == 4
     for scope in ("read", "write", "worker"):
-        itself = client.get("/v1/tokens/self", headers=bearer(tokens[scope])).json()
+        itself = client.get("/v1/whoami", headers=bearer(tokens[scope])).json()
         assert itself["name"] == f"t-{scope}" and itself["scopes"] == [scope] and "token" not in itself
-    assert client.get("/v1/tokens/self", headers=bearer("rb_unknown")).status_code == 401
+    assert client.get("/v1/whoami", headers=bearer("rb_unknown")).status_code == 401
     assert client.delete("/v1/tokens/t-read", headers=ADMIN).status_code == 204
     assert client.get("/v1/datasets", headers=bearer(tokens["read"])).status_code == 401
     assert client.get("/healthz").status_code == 200 and client.get("/readyz").status_code == 200
