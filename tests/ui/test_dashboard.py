@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.ui.conftest import ARTIFACTS, DATASET, Loop
+from tests.ui.conftest import ARTIFACTS, DATASET, SPEC, Loop
 
 pytestmark = pytest.mark.slow
 
@@ -39,9 +39,9 @@ def test_a_read_token_sees_every_page_and_each_chart_draws_its_data(page, loop: 
     sign_in(page, loop, loop.tokens["read"])
     page.wait_for_selector('#page[data-ready="#/datasets"]')
     assert page.inner_text("#token-name").startswith("ui-read")
-    assert page.locator("#datasets tbody tr").count() == 1
+    assert page.locator("#datasets tbody tr").count() == min(25, len(client.list_datasets()))
     dataset = client.get_dataset(DATASET)
-    row = page.inner_text("#datasets tbody tr")
+    row = page.inner_text(f"#datasets tbody tr:has-text('{DATASET}')")
     assert "Pendulum-v1" in row and str(dataset.rows) in row and str(dataset.episodes) in row
     shot(page, "datasets")
 
@@ -168,3 +168,17 @@ def test_a_bad_token_and_a_worker_token_see_the_sign_in_page(page, loop: Loop) -
     page.evaluate("() => { location.hash = '#/jobs'; }")
     page.wait_for_selector("#sign-in-error")
     assert page.evaluate("() => sessionStorage.length") == 0
+
+
+def test_lists_page_with_the_cursor(page, loop: Loop) -> None:
+    for number in range(27):
+        loop.client.create_dataset(f"extra-{number:02d}", SPEC)
+    total = len(loop.client.list_datasets())
+    sign_in(page, loop, loop.tokens["read"])
+    page.wait_for_selector('#page[data-ready="#/datasets"]')
+    assert page.locator("#datasets tbody tr").count() == 25 and page.locator("button.more").is_visible()
+    page.click("button.more")
+    page.wait_for_function(f"() => document.querySelectorAll('#datasets tbody tr').length === {total}")
+    names = page.eval_on_selector_all("#datasets tbody tr td:first-child", "cells => cells.map(c => c.textContent)")
+    assert sorted(names) == sorted(dataset.name for dataset in loop.client.list_datasets()) and len(set(names)) == total
+    assert page.locator("button.more").is_hidden() and page.inner_text(".count") == f"{total} of {total}"
