@@ -46,9 +46,15 @@ def _histogram(values: np.ndarray) -> dict[str, Any]:
     """Bins `[k * 2**exponent, (k + 1) * 2**exponent)` for k from `start`, over a 1-D float array (not empty)."""
     low, high = float(values.min()), float(values.max())
     exponent = _width_exponent(low, high, -1074)
-    keys = np.floor(values.astype(np.float64) / 2.0**exponent).astype(np.int64)
-    start = int(keys.min())
-    return {"exponent": exponent, "start": start, "counts": np.bincount(keys - start).tolist()}
+    start = math.floor(low / 2.0**exponent)
+    # Scaling by a power of two is exact in the values' own precision, so a float32 column needs no float64
+    # copy; its floor, and `start`, the floor of its smallest value, are integers that precision holds.
+    with np.errstate(over="ignore"):
+        scale = values.dtype.type(2.0**-exponent)
+    if not np.isfinite(scale):
+        values, scale = values.astype(np.float64), 2.0**-exponent
+    keys = (np.floor(values * scale) - start).astype(np.int64)
+    return {"exponent": exponent, "start": start, "counts": np.bincount(keys).tolist()}
 
 
 def _merge_histograms(a: dict[str, Any], b: dict[str, Any], low: float, high: float) -> dict[str, Any]:

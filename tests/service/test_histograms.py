@@ -9,7 +9,7 @@ from service import stats
 
 
 def binned(values: np.ndarray, exponent: int) -> dict:
-    keys = np.floor(values / 2.0**exponent).astype(np.int64)
+    keys = np.floor(values.astype(np.float64) / 2.0**exponent).astype(np.int64)
     return {"exponent": exponent, "start": int(keys.min()), "counts": np.bincount(keys - keys.min()).tolist()}
 
 
@@ -20,13 +20,15 @@ def binned(values: np.ndarray, exponent: int) -> dict:
         (np.full(10, 200.0), np.arange(50.0, 400.0)),  # one length, then many
         (np.zeros(7), -np.random.default_rng(2).uniform(0, 1e-3, 40)),  # a constant zero reward, then tiny ones
         (np.array([-1e6]), np.array([1e6, 3.5])),
+        # float32 rewards far from zero next to their spread, binned in their own precision
+        (np.float32(1e6) + np.arange(40, dtype=np.float32) * np.float32(0.0625), np.full(3, 1e6 + 0.5, np.float32)),
     ],
 )
 def test_merging_equals_binning_everything_at_the_merged_width(first: np.ndarray, second: np.ndarray) -> None:
     a = stats._moments(first.reshape(-1, 1), histogram=True)
     b = stats._moments(second.reshape(-1, 1), histogram=True)
     merged = stats._combine(a, b)["histogram"]
-    everything = np.concatenate([first, second])
+    everything = np.concatenate([first, second]).astype(np.float64)
     assert merged == binned(everything, merged["exponent"])
     assert len(merged["counts"]) <= stats.MAX_BINS and sum(merged["counts"]) == everything.size
     assert merged["exponent"] >= max(a["histogram"]["exponent"], b["histogram"]["exponent"])
