@@ -111,7 +111,7 @@ const Pages = {
       growth, h("h3", {}, "Versions"), table);
     if (session.canWrite) {
       section.append(writeForm("tag-form", "Tag a version", [
-        field("tag", "tag", h("input", { required: true, pattern: "[a-z0-9][a-z0-9_-]*", placeholder: "best" })),
+        field("tag", "tag", h("input", { required: true, placeholder: "best" })),
         field("version", "version", h("input", { required: true, value: dataset.latest_version })),
       ], async (values) => {
         const moved = await api(`${path}/tags/${encodeURIComponent(values.get("tag"))}`, { method: "PUT", json: { version: versionValue(values.get("version")) } });

@@ -16,6 +16,7 @@ def test_the_page_and_every_asset_it_names_are_served_without_a_token(client: Te
     page = client.get("/ui")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert page.headers["cache-control"] == "no-store"
+    assert "default-src 'self'" in page.headers["content-security-policy"]
     assets = re.findall(r'(?:src|href)="(/ui/assets/[^"]+)"', page.text)
     assert {asset.rsplit("/", 1)[1] for asset in assets} == {"style.css", "charts.js", "app.js", "pages.js"}
     for asset in assets:

@@ -115,6 +115,12 @@ def test_a_write_token_tags_submits_and_cancels_and_a_running_curve_grows_live(p
     sign_in(page, loop, loop.tokens["write"])
     page.wait_for_selector('#page[data-ready="#/datasets"]')
     open_page(page, f"#/datasets/{DATASET}")
+    # the service's refusal, naming the field, shows in the form
+    page.fill("#tag-form input[name=tag]", "latest")
+    page.fill("#tag-form input[name=version]", "1")
+    page.click("#tag-form button[type=submit]")
+    page.wait_for_selector("#tag-form .form-status.error:has-text('(tag)')")
+    assert "latest" not in {tag.name for tag in loop.client.tags(DATASET)}
     page.fill("#tag-form input[name=tag]", "first-data")
     page.fill("#tag-form input[name=version]", "1")
     page.click("#tag-form button[type=submit]")
