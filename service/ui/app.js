@@ -171,6 +171,8 @@ const ROUTES = [
   [/^#\/jobs\/([^/]+)$/, (id) => Pages.job(id, live.signal)],
   [/^#\/policies$/, () => Pages.policies()],
   [/^#\/policies\/([^/]+)$/, (id) => Pages.policy(id)],
+  [/^#\/sweeps$/, () => Pages.sweeps()],
+  [/^#\/sweeps\/([^/]+)$/, (id) => Pages.sweep(id)],
 ];
 
 let shown = 0;  // the latest navigation: an older page still loading must not replace a newer one

@@ -1,5 +1,5 @@
-// Charts drawn as inline SVG, no library: stacked bars, histograms, per-dimension ranges, line charts and a
-// layered graph. Each mark carries a class (bar, dim, line, node, edge) so that tests can count what was drawn.
+// Charts drawn as inline SVG, no library: stacked bars, histograms, per-dimension ranges, line charts, a
+// scatter plot and a layered graph. Each mark carries a class (bar, dim, line, node, edge) so that tests can count what was drawn.
 "use strict";
 
 const Charts = (() => {
@@ -185,6 +185,24 @@ const Charts = (() => {
     return figure(caption, root, series.length > 1 ? legend(series.map((item) => item.name)) : "");
   }
 
+  // Points {x, y, label} as dots on two axes of their own.
+  function scatter(caption, points, { xLabel, yLabel } = {}) {
+    const root = frame(caption);
+    const xs = points.map((p) => p.x), ys = points.map((p) => p.y);
+    const xLow = Math.min(...xs), xHigh = Math.max(...xs), yLow = Math.min(...ys), yHigh = Math.max(...ys);
+    const x = scale(xLow, xHigh, MARGIN.left, WIDTH - MARGIN.right);
+    const y = scale(yLow, yHigh, HEIGHT - MARGIN.bottom, MARGIN.top);
+    if (points.length) axes(root, [xLow, xHigh], [yLow, yHigh]);
+    if (xLabel) root.append(text(WIDTH / 2, HEIGHT - 4, xLabel, { "text-anchor": "middle", class: "tick" }));
+    if (yLabel) root.append(text(12, HEIGHT / 2, yLabel, { "text-anchor": "middle", class: "tick", transform: `rotate(-90 12 ${HEIGHT / 2})` }));
+    for (const point of points) {
+      const dot = svg("circle", { cx: x(point.x), cy: y(point.y), r: 4, fill: PALETTE[0], class: "point" });
+      dot.append(title(`${point.label}: ${format(point.x)}, ${format(point.y)}`));
+      root.append(dot);
+    }
+    return figure(caption, root);
+  }
+
   // A layered graph: `layers` are columns of nodes {id, label, kind, href}; `edges` are [fromId, toId].
   function layered(caption, layers, edges) {
     const nodeWidth = 150, nodeHeight = 34, columnGap = 60, rowGap = 14;
@@ -221,5 +239,5 @@ const Charts = (() => {
     return figure(caption, root);
   }
 
-  return { stackedBars, histogram, dimensions, lines, layered, format };
+  return { stackedBars, histogram, dimensions, lines, scatter, layered, format };
 })();

@@ -242,7 +242,55 @@ const Pages = {
     section.append(h("details", {}, h("summary", {}, "The whole card"), h("pre", { id: "card" }, JSON.stringify(card, null, 2))));
     return section;
   },
+
+  async sweeps() {
+    const list = await pagedTable("sweeps", "/v1/sweeps", {}, ["sweep", "on", "algorithms", "status", "trained", "evaluated", "method", "created"], (sweep) =>
+      h("tr", { "data-status": sweep.status }, h("td", {}, link(`#/sweeps/${encodeURIComponent(sweep.id)}`, short(sweep.id), { title: sweep.id })),
+        h("td", {}, versionLink(sweep.dataset, sweep.version)), h("td", {}, sweep.algorithms.join(", ")), h("td", {}, h("span", { class: `status ${sweep.status}` }, sweep.status)),
+        h("td", {}, countsText(sweep.train)), h("td", {}, countsText(sweep.evaluations)), h("td", {}, sweep.method), h("td", {}, when(sweep.created_at))));
+    return h("section", {}, h("h2", {}, "Sweeps"), list);
+  },
+
+  async sweep(id) {
+    const sweep = await api(`/v1/sweeps/${encodeURIComponent(id)}`);
+    const board = sweep.leaderboard;
+    const interval = (entry) => (entry.low !== null && entry.low !== undefined ? `[${Charts.format(entry.low)}, ${Charts.format(entry.high)}]` : "");
+    const leaderboard = table("leaderboard", ["rank", "algorithm", "params", "seed", `estimate (${sweep.method})`, "interval", "env return", "policy", "train job", ""], board.entries.map((entry) =>
+      h("tr", {}, h("td", { class: "number" }, entry.rank ?? "—"), h("td", {}, entry.algorithm), h("td", {}, JSON.stringify(entry.params)), h("td", { class: "number" }, entry.seed),
+        h("td", { class: "number" }, entry.estimate === null ? "" : Charts.format(entry.estimate)), h("td", {}, interval(entry)),
+        h("td", { class: "number" }, entry.env_return === null ? "" : Charts.format(entry.env_return)), h("td", {}, policyLink(entry.policy_id)),
+        h("td", {}, jobLink(entry.train_job), " ", entry.train_status), h("td", { class: "reason" }, entry.error || ""))));
+    const compared = board.entries.filter((entry) => entry.estimate !== null && entry.env_return !== null);
+    const section = h("section", {}, h("h2", {}, `Sweep ${id}`),
+      facts([["status", h("span", { class: `status ${sweep.status}` }, sweep.status)], ["on", versionLink(sweep.dataset, sweep.version)], ["split", JSON.stringify(sweep.split)],
+        ["grid", `${sweep.algorithms.join(", ")} × ${JSON.stringify(sweep.params)} × seeds ${sweep.seeds.join(", ")}`], ["steps", sweep.steps],
+        ["trained", countsText(sweep.train)], ["evaluated", countsText(sweep.evaluations)], ["compared", board.compared],
+        ["Spearman", board.spearman === null ? "—" : Charts.format(board.spearman)], ["regret@1", board.regret_at_1 === null ? "—" : Charts.format(board.regret_at_1)],
+        ["created", when(sweep.created_at)]]),
+      h("h3", {}, "Leaderboard"), leaderboard);
+    if (compared.length) {
+      const chart = Charts.scatter(`Each policy's estimate against its return in the environment (${compared.length})`,
+        compared.map((entry) => ({ x: entry.estimate, y: entry.env_return, label: `${entry.algorithm} ${JSON.stringify(entry.params)} seed ${entry.seed}` })),
+        // independent axes: an estimate is a discounted return, the environment's return is not
+        { xLabel: `estimate (${sweep.method}, discount ${sweep.discount})`, yLabel: "env return" });
+      chart.id = "estimates";
+      section.append(chart);
+    }
+    if (session.canWrite && sweep.status === "running") {
+      const cancel = h("button", { type: "button", id: "cancel-sweep", class: "write-control danger" }, "Cancel sweep");
+      cancel.addEventListener("click", async () => {
+        try { await api(`/v1/sweeps/${encodeURIComponent(id)}/cancel`, { method: "POST" }); route(); } catch (error) { showError(error); }
+      });
+      section.append(cancel);
+    }
+    return section;
+  },
 };
+
+function countsText(counts) {
+  const parts = ["succeeded", "running", "queued", "failed", "cancelled"].filter((status) => counts[status]).map((status) => `${counts[status]} ${status}`);
+  return `${parts.join(", ") || "none"} of ${counts.total}`;
+}
 
 function versionValue(text) {
   return /^\d+$/.test(text) ? Number(text) : text;

@@ -1,6 +1,6 @@
 """The dashboard under test: a real `replaybank serve` with a real worker, the reuse loop run once through it
-(logged data, an offline policy, its collection, a fine-tuned policy, an evaluation), and Debian's chromium
-driven by Playwright. Training is tiny: 200 steps of 32x32 networks on one thread."""
+(logged data, an offline policy, its collection, a fine-tuned policy, an evaluation, a sweep of two seeds),
+and Debian's chromium driven by Playwright. Training is tiny: 200 steps of 32x32 networks on one thread."""
 
 from __future__ import annotations
 
@@ -14,10 +14,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from schemas.dataset import ContinuousActionSpec, DatasetSpec, ObservationSpec
 from schemas.jobs import FINISHED_STATUSES, JobPublic
+from schemas.splits import Split, held_out
+from schemas.sweeps import SweepDetail
 from tests.conftest import service_unavailable
 from tests.e2e.conftest import Server, running_server
 from workers.algos.data import arrays_to_arrow
@@ -47,7 +50,19 @@ class Loop:
     offline: JobPublic
     collect: JobPublic
     finetuned: JobPublic
+    sweep: SweepDetail
     logs: Path
+
+
+def swept(client: ReplaybankClient, sweep_id: str) -> SweepDetail:
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while time.monotonic() < deadline:
+        found = client.get_sweep(sweep_id)
+        if found.status != "running":
+            assert found.status == "finished" and found.leaderboard.compared == found.train.total, found.model_dump_json()
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"sweep {sweep_id} still running: {found.model_dump_json()}")
 
 
 def finished(client: ReplaybankClient, job_id: str, logs: Path) -> JobPublic:
@@ -87,7 +102,13 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
             finetuned = finished(client, client.submit_job({**train, "parent_policy": offline.policy_id}).id, root)
             evaluate = {"kind": "evaluate", "dataset": DATASET, "evaluate": {"policy": offline.policy_id, "episodes": 2}}
             finished(client, client.submit_job(evaluate).id, root)
-            yield Loop(server, client, tokens, offline, collect, finetuned, root)
+            # a split of the four logged episodes that holds out some, not all
+            seed = next(seed for seed in range(100) if 0 < held_out(np.arange(4), Split(validation_fraction=0.5, seed=seed)).sum() < 4)
+            sweep = swept(client, client.submit_sweep({
+                "dataset": DATASET, "version": 1, "algorithms": ["bc"], "params": {"hidden_sizes": [[32, 32]], "batch_size": [64]},
+                "seeds": [0, 1], "steps": 200, "split": {"validation_fraction": 0.5, "seed": seed}, "ope_steps": 100, "eval_episodes": 2,
+            }).id)  # fmt: skip
+            yield Loop(server, client, tokens, offline, collect, finetuned, sweep, root)
         finally:
             worker.terminate()
             try:

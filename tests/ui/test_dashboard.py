@@ -85,7 +85,7 @@ def test_a_read_token_sees_every_page_and_each_chart_draws_its_data(page, loop: 
     shot(page, "job")
 
     open_page(page, "#/policies")
-    assert page.locator("#policies tbody tr").count() == 2
+    assert page.locator("#policies tbody tr").count() == len(client.list_policies()) == 4  # two of the loop, two of the sweep
     open_page(page, f"#/policies/{loop.offline.policy_id}")
     policy = client.get_policy(loop.offline.policy_id)
     # the version it learned from -> it -> the versions it collected -> the policy fine-tuned from it
@@ -107,6 +107,18 @@ def test_a_read_token_sees_every_page_and_each_chart_draws_its_data(page, loop: 
     open_page(page, f"#/policies/{loop.finetuned.policy_id}")
     nodes = page.eval_on_selector_all("#lineage g.node", "nodes => nodes.map(n => n.dataset.id)")
     assert sorted(nodes) == sorted([f"v{loop.finetuned.version}", loop.offline.policy_id, loop.finetuned.policy_id])
+    # the sweep's leaderboard: one row per train job, one dot per policy with an estimate and a return
+    open_page(page, "#/sweeps")
+    assert page.locator("#sweeps tbody tr").count() == 1
+    open_page(page, f"#/sweeps/{loop.sweep.id}")
+    board = client.get_sweep(loop.sweep.id).leaderboard
+    assert page.locator("#leaderboard tbody tr").count() == len(board.entries) == 2
+    ranks = page.eval_on_selector_all("#leaderboard tbody tr td:first-child", "cells => cells.map(c => c.textContent)")
+    assert ranks == [str(entry.rank) for entry in board.entries]
+    assert page.locator("#estimates circle.point").count() == board.compared
+    assert page.locator("#cancel-sweep").count() == 0
+    shot(page, "sweep")
+
     # the token never went into a URL
     assert loop.tokens["read"] not in page.url
 
