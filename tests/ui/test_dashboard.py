@@ -165,6 +165,13 @@ def test_a_write_token_tags_submits_and_cancels_and_a_running_curve_grows_live(p
     assert loop.client.get_job(job_id).status == "cancelled"
     assert page.locator("#cancel-job").is_hidden()
 
+    # a running sweep has a cancel control for this token, and it cancels the sweep
+    sweep = loop.client.submit_sweep({"dataset": DATASET, "version": 1, "algorithms": ["bc"], "steps": 100_000, "split": loop.sweep.split.model_dump()})
+    open_page(page, f"#/sweeps/{sweep.id}")
+    page.click("#cancel-sweep")
+    page.wait_for_selector(f'#page[data-ready="#/sweeps/{sweep.id}"] .facts .status.cancelled')
+    assert loop.client.get_sweep(sweep.id).status == "cancelled" and page.locator("#cancel-sweep").count() == 0
+
 
 def test_a_bad_token_and_a_worker_token_see_the_sign_in_page(page, loop: Loop) -> None:
     sign_in(page, loop, "rb_not-a-token")
