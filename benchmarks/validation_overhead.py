@@ -71,7 +71,7 @@ def main() -> None:
     for name in arguments.algorithms:
         algorithm = make_algorithm(name, {}, SPEC, normalisation, device, 0, total_steps=10_000)
         replay = training_replay(training, normalisation, SPEC.action, device, 0)
-        batch = validation_batch(held_out, normalisation, SPEC.action, device, 0)
+        batch = validation_batch(held_out, np.ones(len(held_out), np.bool_), normalisation, SPEC.action, device, 0)
         assert batch is not None
 
         def step() -> None:

@@ -7,7 +7,7 @@ import json
 import click
 
 from cli.errors import one_line, reports_errors
-from cli.options import data_file_option, param_hints, params_option, parse_params, split_options
+from cli.options import data_file_option, memory_budget_option, param_hints, params_option, parse_params, split_options
 from schemas.algorithms import ALGORITHM_PARAMS
 
 
@@ -27,6 +27,7 @@ from schemas.algorithms import ALGORITHM_PARAMS
     type=click.IntRange(min=1),
     help="torch CPU threads (default: the fastest count, measured, within this process's share of the cores)",
 )
+@memory_budget_option
 def fit_command(
     algorithm: str,
     data_path: str,
@@ -39,6 +40,7 @@ def fit_command(
     split_seed: int,
     env_id: str | None,
     threads: int | None,
+    memory_budget: int | None,
 ) -> None:
     """Train a policy on a local file; writes policy.onnx, policy.pt2, card.json and metrics.jsonl to --out."""
     from tqdm import tqdm
@@ -68,6 +70,7 @@ def fit_command(
                 threads=threads,
                 validation_fraction=validation_fraction,
                 split_seed=split_seed,
+                memory_budget=memory_budget,
             )
         except Exception as error:
             message = one_line(error, param_hints(ALGORITHM_PARAMS[algorithm]))

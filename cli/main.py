@@ -2,7 +2,7 @@
 
 import click
 
-from cli import datasets, jobs, learn, ope, operators, policies, pulls, service, worker
+from cli import datasets, jobs, learn, ope, operators, policies, pulls, service, sweeps, worker
 
 
 @click.group()
@@ -11,7 +11,7 @@ def cli() -> None:
     """replaybank: versioned offline-RL datasets and the policies trained on them."""
 
 
-for _module in (service, datasets, pulls, learn, ope, jobs, policies, worker, operators):
+for _module in (service, datasets, pulls, learn, ope, jobs, policies, sweeps, worker, operators):
     for _command in _module.commands:
         cli.add_command(_command)
 

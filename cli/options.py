@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -61,6 +62,38 @@ def split_options(held_out_use: str) -> Callable[[F], F]:
 
 params_option = click.option(
     "--param", "-p", "assignments", multiple=True, metavar="KEY=VALUE", help="An algorithm parameter (repeatable), e.g. -p hidden_sizes=64,64."
+)
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$", re.IGNORECASE)
+
+
+class ByteSize(click.ParamType):
+    """A size in bytes: `2GiB`, `512MB`, `1.5 GiB` or a plain number of bytes."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        match = _SIZE.match(str(value))
+        unit = match.group(2).lower() if match else ""
+        if match is None or unit not in _SIZE_UNITS:
+            self.fail(f"{value!r} is not a size such as 2GiB, 512MB or 1000000 (bytes)", param, ctx)
+        size = int(float(match.group(1)) * _SIZE_UNITS[unit])
+        if size < 1:
+            self.fail(f"{value!r} is not a positive size", param, ctx)
+        return size
+
+
+memory_budget_option = click.option(
+    "--memory-budget",
+    envvar="REPLAYBANK_MEMORY_BUDGET",
+    default=None,
+    type=ByteSize(),
+    help="Bytes a version may take on the training device, e.g. 2GiB (REPLAYBANK_MEMORY_BUDGET); "
+    "a larger one trains by streaming from memory-mapped files. Default: no limit, always resident.",
 )
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from cli.options import service_option, token_option
+from cli.options import memory_budget_option, service_option, token_option
 
 
 @click.command()
@@ -24,6 +24,7 @@ from cli.options import service_option, token_option
 @click.option("--exit-when-idle", is_flag=True, help="Exit when a claim finds no job.")
 @click.option("--threads", default=None, type=click.IntRange(min=1), help="torch CPU threads (default: the fastest count within this worker's share of the cores).")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Snapshot file cache (default: REPLAYBANK_CACHE_DIR or ~/.cache/replaybank).")
+@memory_budget_option
 def worker(
     service: str,
     token: str | None,
@@ -37,6 +38,7 @@ def worker(
     exit_when_idle: bool,
     threads: int | None,
     cache_dir: str | None,
+    memory_budget: int | None,
 ) -> None:
     """Claim and run jobs (train, collect, evaluate) until SIGTERM; checkpoints and gives the job back on the way out."""
     if not token:
@@ -54,6 +56,7 @@ def worker(
         "exit_when_idle": exit_when_idle,
         "threads": threads,
         "cache_dir": Path(cache_dir) if cache_dir else None,
+        "memory_budget": memory_budget,
     }
     options = WorkerOptions(**{key: value for key, value in fields.items() if value is not None})
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)

@@ -129,7 +129,10 @@ def main() -> None:
         worker_command = [REPLAYBANK, "worker", "--service", url, "--device", "cpu"]
         stack.enter_context(background(worker_command, {**env, "REPLAYBANK_TOKEN": worker_token}, logs / "worker.log"))
         loop(client)
+        dashboard_token = client.create_token(f"demo-dashboard-{stamp}-{secrets.token_hex(2)}", ["write"]).token
     print(f"\nstate kept in {data_dir}: `REPLAYBANK_DATA_DIR={data_dir} replaybank serve` shows every dataset, job and policy")
+    print("dashboard: run that command, open http://127.0.0.1:8000/ui and sign in with this write token (it stays valid):")
+    print(f"  {dashboard_token}")
 
 
 def loop(client: ReplaybankClient) -> None:

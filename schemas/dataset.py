@@ -185,12 +185,22 @@ class DimensionStats(BaseModel):
     max: list[float]
 
 
+class Histogram(BaseModel):
+    """Counts in equal bins: bin i holds the values in [low + i * width, low + (i + 1) * width)."""
+
+    width: float
+    low: float
+    counts: list[int]
+
+
 class Distribution(BaseModel):
     count: int
     mean: float | None
     std: float | None
     min: float | None
     max: float | None
+    histogram: Histogram | None = None
+    """None for an empty distribution, and for versions committed before histograms were kept."""
 
 
 class VersionStats(VersionPublic):

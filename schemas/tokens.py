@@ -42,3 +42,11 @@ class TokenPublic(BaseModel):
 class TokenCreated(TokenPublic):
     token: str
     """The secret itself; shown once, stored only as a hash."""
+
+
+class TokenSelf(BaseModel):
+    """The token a request was made with: what a client (the dashboard) needs to know which controls to offer."""
+
+    id: str
+    name: str
+    scopes: list[Scope]

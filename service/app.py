@@ -15,7 +15,8 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from schemas.http import REQUEST_ID_HEADER, REQUEST_ID_PATTERN
-from service.api import datasets, health, jobs, operators, policies, tokens, workers
+from service.api import datasets, health, jobs, operators, policies, sweeps, tokens, workers
+from service.api.ui import install_dashboard
 from service.errors import install_error_handlers
 from service.limits import BodySizeLimit
 from service.observability.metrics import ServiceMetrics
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with open_services(settings, metrics) as services:
             app.state.services = services
+            await services.sweeps.catch_up()  # evaluations a stop cut off between a job's completion and their submission
             sweeper = asyncio.create_task(services.protocol.sweep_silent_jobs(), name="replaybank-silent-job-sweeper")
             try:
                 yield
@@ -45,11 +47,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     install_docs(app)
+    install_dashboard(app)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestTelemetry, metrics=metrics)  # added last: outside the size limit, so its answers get an id
-    for router in (health.router, datasets.router, tokens.router, jobs.router, workers.router, policies.router, operators.router):
-        app.include_router(router)
+    routers = (health, datasets, tokens, jobs, workers, policies, sweeps, operators)
+    for module in routers:
+        app.include_router(module.router)
+    app.include_router(tokens.whoami_router)
     declare_request_id(app)
     return app
 

@@ -29,6 +29,7 @@ from service.recovery import reconcile
 from service.settings import Settings
 from service.storage.artifacts import ArtifactStorage
 from service.storage.datasets import DatasetStorage
+from service.sweeps import Sweeps
 
 LOCK_FILE = "service.lock"
 
@@ -54,6 +55,7 @@ class Services:
     policies: Policies
     roster: WorkerRoster
     metrics: ServiceMetrics
+    sweeps: Sweeps
     generated_admin_token: str | None = None
     """Set on the first start without REPLAYBANK_ADMIN_TOKEN; printed once, never stored in clear."""
 
@@ -120,6 +122,8 @@ def open_services(settings: Settings, metrics: ServiceMetrics | None = None) -> 
             )
         queue = create_queue(settings.redis_url, catalog.engine, settings.lease_seconds, settings.max_attempts)
         policies = Policies(catalog, artifacts, settings.max_upload_bytes)
+        jobs = Jobs(catalog, queue, datasets, artifacts)
+        sweeps = Sweeps(catalog, jobs, datasets)
         yield Services(
             settings=settings,
             catalog=catalog,
@@ -131,9 +135,10 @@ def open_services(settings: Settings, metrics: ServiceMetrics | None = None) -> 
             tokens=tokens,
             queries=QueryRunner(settings),
             queue=queue,
-            jobs=Jobs(catalog, queue, datasets, artifacts),
-            protocol=WorkerProtocol(catalog, queue, datasets, artifacts, policies, settings.max_upload_bytes, roster),
+            jobs=jobs,
+            protocol=WorkerProtocol(catalog, queue, datasets, artifacts, policies, sweeps, settings.max_upload_bytes, roster),
             policies=policies,
+            sweeps=sweeps,
             roster=roster,
             metrics=metrics,
             generated_admin_token=generated,

@@ -1,7 +1,9 @@
 """Per-version statistics, advanced incrementally: each version starts from the previous version's running sums.
 
 Means and spreads combine with Chan et al.'s pairwise update (count, mean, M2), which stays accurate where
-sum-of-squares would cancel.
+sum-of-squares would cancel. Rewards, episode returns and episode lengths also keep a histogram whose bin
+width is a power of two: two such histograms merge exactly (a finer bin lies inside one coarser bin), so a
+version's histogram is its previous version's plus its upload's, without reading old rows again.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from schemas.dataset import ContinuousActionSpec, DatasetSpec, DimensionStats, Distribution
+from schemas.dataset import ContinuousActionSpec, DatasetSpec, DimensionStats, Distribution, Histogram
 from schemas.transition import EpisodeSummary
 
 MAX_DIMENSIONS_TRACKED = 4096
@@ -24,9 +26,58 @@ MOMENT_BLOCK_ROWS = 8192
 """Rows per block in `_moments`: a block in float64 stays in cache while every statistic is taken from it."""
 
 
-def _moments(values: np.ndarray) -> dict[str, Any]:
+MAX_BINS = 32
+"""A histogram keeps at most this many bins; merging coarsens the width (by powers of two) to stay within."""
+
+
+def _width_exponent(low: float, high: float, at_least: int) -> int:
+    """The smallest power-of-two width exponent >= `at_least` at which [low, high] spans at most MAX_BINS bins."""
+    span = high - low
+    if span > 0:
+        exponent = max(at_least, math.ceil(math.log2(span / (MAX_BINS - 1))))
+    else:  # one value: bins a thirty-second of its magnitude wide, so later values can still spread out
+        exponent = max(at_least, math.floor(math.log2(abs(low))) - 5 if low != 0 else -20)
+    while math.floor(high / 2.0**exponent) - math.floor(low / 2.0**exponent) + 1 > MAX_BINS:
+        exponent += 1
+    return exponent
+
+
+def _histogram(values: np.ndarray) -> dict[str, Any]:
+    """Bins `[k * 2**exponent, (k + 1) * 2**exponent)` for k from `start`, over a 1-D float array (not empty)."""
+    low, high = float(values.min()), float(values.max())
+    exponent = _width_exponent(low, high, -1074)
+    start = math.floor(low / 2.0**exponent)
+    # Scaling by a power of two is exact in the values' own precision, so a float32 column needs no float64
+    # copy; its floor, and `start`, the floor of its smallest value, are integers that precision holds.
+    with np.errstate(over="ignore"):
+        scale = values.dtype.type(2.0**-exponent)
+    if not np.isfinite(scale):
+        values, scale = values.astype(np.float64), 2.0**-exponent
+    keys = (np.floor(values * scale) - start).astype(np.int64)
+    return {"exponent": exponent, "start": start, "counts": np.bincount(keys).tolist()}
+
+
+def _merge_histograms(a: dict[str, Any], b: dict[str, Any], low: float, high: float) -> dict[str, Any]:
+    """`a` and `b` at one common width, the coarsest of theirs or coarser, so that [low, high] fits MAX_BINS."""
+    exponent = _width_exponent(low, high, max(a["exponent"], b["exponent"]))
+    merged: dict[int, int] = {}
+    for histogram in (a, b):
+        shift = exponent - histogram["exponent"]
+        for offset, count in enumerate(histogram["counts"]):
+            if count:
+                key = (histogram["start"] + offset) >> shift  # a floor division, for negative keys too
+                merged[key] = merged.get(key, 0) + count
+    start = min(merged)
+    counts = [0] * (max(merged) - start + 1)
+    for key, count in merged.items():
+        counts[key - start] += count
+    return {"exponent": exponent, "start": start, "counts": counts}
+
+
+def _moments(values: np.ndarray, histogram: bool = False) -> dict[str, Any]:
     """Running moments of a [N, D] array (D may be 1), in float64, one cache-sized block of rows at a time
-    (one pass over memory instead of one per statistic; no float64 copy of the whole data).
+    (one pass over memory instead of one per statistic; no float64 copy of the whole data); with
+    `histogram`, also the histogram of a [N, 1] array.
 
     Values are shifted by their first row before squaring, which keeps the one-pass variance accurate
     when the mean is large next to the spread.
@@ -47,13 +98,16 @@ def _moments(values: np.ndarray) -> dict[str, Any]:
         total += block.sum(axis=0)
         squares += np.einsum("ij,ij->j", block, block)
     offset = total / count
-    return {
+    moments = {
         "count": count,
         "mean": (shift + offset).tolist(),
         "m2": np.maximum(squares - total * offset, 0.0).tolist(),
         "min": low.astype(np.float64).tolist(),
         "max": high.astype(np.float64).tolist(),
     }
+    if histogram:
+        moments["histogram"] = _histogram(values[:, 0])
+    return moments
 
 
 def _combine(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -65,13 +119,17 @@ def _combine(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     n = n_a + n_b
     mean_a, mean_b = np.asarray(a["mean"]), np.asarray(b["mean"])
     delta = mean_b - mean_a
-    return {
+    combined = {
         "count": n,
         "mean": (mean_a + delta * (n_b / n)).tolist(),
         "m2": (np.asarray(a["m2"]) + np.asarray(b["m2"]) + delta**2 * (n_a * n_b / n)).tolist(),
         "min": np.minimum(a["min"], b["min"]).tolist(),
         "max": np.maximum(a["max"], b["max"]).tolist(),
     }
+    # A version committed before histograms were kept has none; its successors then have none either.
+    if "histogram" in a and "histogram" in b:
+        combined["histogram"] = _merge_histograms(a["histogram"], b["histogram"], combined["min"][0], combined["max"][0])
+    return combined
 
 
 def empty() -> dict[str, Any]:
@@ -128,7 +186,7 @@ def measure(table: pa.Table, spec: DatasetSpec) -> UploadMoments:
         sources={entry["values"]: entry["counts"] for entry in counted},
         observation=observation,
         action=action,
-        reward=_moments(table.column("reward").combine_chunks().to_numpy().reshape(n, 1)),
+        reward=_moments(table.column("reward").combine_chunks().to_numpy().reshape(n, 1), histogram=True),
     )
 
 
@@ -153,8 +211,8 @@ def advance(previous: dict[str, Any], upload: UploadMoments, episodes: EpisodeSu
     finished = episodes.ended
     returns = (prior_returns + episodes.reward_sums)[finished]
     lengths = (prior_rows + episodes.rows)[finished].astype(np.float64)
-    stats["episode_return"] = _combine(previous["episode_return"], _moments(returns.reshape(-1, 1)))
-    stats["episode_length"] = _combine(previous["episode_length"], _moments(lengths.reshape(-1, 1)))
+    stats["episode_return"] = _combine(previous["episode_return"], _moments(returns.reshape(-1, 1), histogram=True))
+    stats["episode_length"] = _combine(previous["episode_length"], _moments(lengths.reshape(-1, 1), histogram=True))
     return stats
 
 
@@ -174,10 +232,12 @@ def distribution(moments: dict[str, Any]) -> Distribution:
     count = moments["count"]
     if count == 0:
         return Distribution(count=0, mean=None, std=None, min=None, max=None)
+    bins = moments.get("histogram")
     return Distribution(
         count=count,
         mean=moments["mean"][0],
         std=math.sqrt(max(moments["m2"][0], 0.0) / count),
         min=moments["min"][0],
         max=moments["max"][0],
+        histogram=None if bins is None else Histogram(width=2.0 ** bins["exponent"], low=bins["start"] * 2.0 ** bins["exponent"], counts=bins["counts"]),
     )

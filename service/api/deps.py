@@ -14,6 +14,7 @@ from service.jobs.protocol import WorkerProtocol
 from service.jobs.submission import Jobs
 from service.policies import Policies
 from service.services import Services
+from service.sweeps import Sweeps
 
 
 def get_services(request: Request) -> Services:
@@ -35,9 +36,14 @@ def get_policies(services: ServicesDep) -> Policies:
     return services.policies
 
 
+def get_sweeps(services: ServicesDep) -> Sweeps:
+    return services.sweeps
+
+
 JobsDep = Annotated[Jobs, Depends(get_jobs)]
 ProtocolDep = Annotated[WorkerProtocol, Depends(get_protocol)]
 PoliciesDep = Annotated[Policies, Depends(get_policies)]
+SweepsDep = Annotated[Sweeps, Depends(get_sweeps)]
 
 
 BEARER = HTTPBearer(auto_error=False, description="a token from `replaybank token create` (or the admin token)")

@@ -43,6 +43,7 @@ from service.jobs.roster import WorkerRoster
 from service.policies import Policies
 from service.queue import Exhausted, JobQueue, Lease
 from service.storage.artifacts import ArtifactStorage
+from service.sweeps import Sweeps
 
 log = logging.getLogger("replaybank.jobs")
 
@@ -55,6 +56,7 @@ class WorkerProtocol:
         datasets: Datasets,
         artifacts: ArtifactStorage,
         policies: Policies,
+        sweeps: Sweeps,
         max_upload_bytes: int,
         roster: WorkerRoster,
     ) -> None:
@@ -63,6 +65,7 @@ class WorkerProtocol:
         self.datasets = datasets
         self.artifacts = artifacts
         self.policies = policies
+        self.sweeps = sweeps
         self.max_upload_bytes = max_upload_bytes
         self.roster = roster
 
@@ -192,6 +195,7 @@ class WorkerProtocol:
         row = await self.catalog.run(finish)
         await self.queue.remove(job_id)
         await asyncio.to_thread(self.artifacts.remove_checkpoint, job_id)
+        await self.sweeps.job_completed(job_public(row))
         return job_public(row)
 
     async def fail(self, job_id: str, token: str, failure: JobFail) -> JobPublic:

@@ -69,7 +69,7 @@ class Jobs:
                 _check_online_fraction(dataset, version, create.online_fraction)
                 options["online_fraction"] = create.online_fraction
             if create.split is not None:
-                _check_training_split(session, create.split, dataset_row, version.version)
+                check_training_split(session, create.split, dataset_row, version.version)
                 options["split"] = create.split.model_dump(mode="json")
             for name, chosen in (("collect", create.collect), ("evaluate", create.evaluate)):
                 if chosen is None:
@@ -81,7 +81,7 @@ class Jobs:
                 if isinstance(chosen, EvaluateOptions):
                     _check_spaces(policy, dataset_row)
                     if offline:
-                        _check_offline_evaluation(session, chosen, dataset_row, version.version)
+                        check_offline_evaluation(session, chosen, dataset_row, version.version)
                 options[name] = chosen.model_dump(mode="json")
             now = utcnow()
             row = JobRow(
@@ -184,7 +184,7 @@ def _check_online_fraction(dataset: str, version: VersionRow, fraction: float) -
             )
 
 
-def _check_training_split(session: Session, split: Split, dataset: DatasetRow, version: int) -> None:
+def check_training_split(session: Session, split: Split, dataset: DatasetRow, version: int) -> None:
     """Held-out episodes are worth measuring only when some are held out and some are left to train on.
 
     The catalog tracks episodes as of the latest version; ones still open then, or ended by `version`,
@@ -237,7 +237,7 @@ def _action_space(action: dict[str, Any]) -> str:
     return f"continuous actions of shape {list(action.get('shape', []))}"
 
 
-def _check_offline_evaluation(session: Session, chosen: EvaluateOptions, dataset: DatasetRow, version: int) -> None:
+def check_offline_evaluation(session: Session, chosen: EvaluateOptions, dataset: DatasetRow, version: int) -> None:
     """An estimate starts from complete episodes' initial states: the version (and split) must hold one."""
     if chosen.method == "model" and dataset.spec["action"].get("kind") == "discrete":
         raise ApiError(

@@ -155,7 +155,8 @@ def test_a_mismatched_environment_and_a_bad_list_param_are_one_line(data_files, 
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_fit_holds_out_episodes_and_logs_validation_metrics(tmp_path) -> None:
+@pytest.mark.parametrize("budget", [(), ("--memory-budget", "1")], ids=["resident", "streamed"])
+def test_fit_holds_out_episodes_and_logs_validation_metrics(tmp_path, budget) -> None:
     arrays = random_transitions(PENDULUM_SPEC, rows=400, episode_length=50)  # 8 episodes
     data = tmp_path / "logged.parquet"
     write_parquet(arrays_to_arrow(arrays, PENDULUM_SPEC), data, PENDULUM_SPEC)
@@ -164,8 +165,9 @@ def test_fit_holds_out_episodes_and_logs_validation_metrics(tmp_path) -> None:
     held = held_out(arrays.episode_ids, Split(validation_fraction=0.5, seed=seed))
     out = tmp_path / "policy"
     fitted = run("fit", "-a", "iql", "--data", str(data), "--steps", "20", "--out", str(out), "--validation-fraction", "0.5",
-                 "--split-seed", str(seed), *SMALL)
+                 "--split-seed", str(seed), *budget, *SMALL)
     assert fitted.returncode == 0, fitted.stderr[-3000:]
+    assert json.loads(fitted.stdout)["streamed"] is bool(budget)
 
     expected = {"validation_fraction": 0.5, "seed": seed, "held_out_episodes": int(held.sum()) // 50, "held_out_rows": int(held.sum())}
     card = json.loads((out / "card.json").read_text())
@@ -192,3 +194,13 @@ def test_fit_refuses_a_split_that_holds_out_nothing(data_files, tmp_path) -> Non
     too_many = run("fit", "-a", "bc", "--data", str(data_files["parquet"]), "--steps", "5", "--out", str(tmp_path / "q"),
                    "--validation-fraction", "0.95")
     assert too_many.returncode == 2 and "--validation-fraction" in too_many.stderr
+
+
+def test_fit_over_its_memory_budget_streams_and_a_bad_budget_is_refused(data_files, tmp_path) -> None:
+    out = tmp_path / "streamed"
+    done = run("fit", "-a", "bc", "--data", str(data_files["parquet"]), "--steps", "20", "--out", str(out), "--memory-budget", "1KiB", *SMALL)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["streamed"] is True
+    assert sorted(path.name for path in out.iterdir()) == ["card.json", "metrics.jsonl", "policy.onnx", "policy.pt2"]
+    refused = run("fit", "-a", "bc", "--data", str(data_files["parquet"]), "--steps", "20", "--out", str(out), "--memory-budget", "lots")
+    assert refused.returncode == 2 and "--memory-budget" in refused.stderr and "2GiB" in refused.stderr

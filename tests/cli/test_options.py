@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import pytest
 
-from cli.options import MAX_VALIDATION_FRACTION, parse_params, parse_shape, parse_version
+from cli.options import MAX_VALIDATION_FRACTION, ByteSize, parse_params, parse_shape, parse_version
 from schemas import splits
 
 
@@ -99,3 +99,14 @@ def test_the_token_comes_from_a_file_or_the_environment_and_argv_warns(tmp_path,
 
 def test_the_split_option_allows_what_a_split_does() -> None:
     assert MAX_VALIDATION_FRACTION == splits.MAX_VALIDATION_FRACTION
+
+
+def test_sizes_take_decimal_and_binary_units() -> None:
+    size = ByteSize()
+    assert size.convert("2GiB", None, None) == 2 << 30
+    assert size.convert("512MB", None, None) == 512_000_000
+    assert size.convert("1.5 kib", None, None) == 1536
+    assert size.convert("1000000", None, None) == 1_000_000
+    for bad in ("two gigs", "5XB", "0", "-1MB", ""):
+        with pytest.raises(click.BadParameter, match="size"):
+            size.convert(bad, None, None)

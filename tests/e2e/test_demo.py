@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import running_server
@@ -49,3 +50,8 @@ def test_demo_runs_the_loop_and_a_later_service_shows_it_all(tmp_path: Path) -> 
         tuned = client.get_policy(tuned_policy)
         assert tuned.parent_policy == offline_policy and tuned.version == int(grown_version)
         assert {policy.id for policy in client.list_policies()} == {offline_policy, tuned_policy}
+        # the token printed for the dashboard signs in there and may submit jobs
+        (dashboard_token,) = re.findall(r"^  (rb_\S+)$", demo.stdout, re.M)
+        itself = httpx.get(f"{later.url}/v1/whoami", headers={"Authorization": f"Bearer {dashboard_token}"})
+        assert itself.status_code == 200 and itself.json()["scopes"] == ["write"]
+        assert httpx.get(f"{later.url}/ui").status_code == 200

@@ -1,6 +1,7 @@
 """Held-out episodes end to end: a real `replaybank serve` and `replaybank worker` train with a split,
-submitted and followed with `replaybank train --validation-fraction --split-seed --watch`; the metric
-history holds validation metrics beside the losses, and the card and result record the split."""
+submitted and followed with `replaybank train --validation-fraction --split-seed --watch`, the version
+resident or (a worker with `--memory-budget 1`) streamed; the metric history holds validation metrics
+beside the losses, and the card and result record the split."""
 
 from __future__ import annotations
 
@@ -41,10 +42,11 @@ def a_seed_holding_out_some(fraction: float) -> int:
     )
 
 
-def test_a_train_job_with_a_split_reports_validation_metrics_and_records_the_split(service, client, start_worker, tmp_path) -> None:
+@pytest.mark.parametrize("budget", [(), ("--memory-budget", "1")], ids=["resident", "streamed"])
+def test_a_train_job_with_a_split_reports_validation_metrics_and_records_the_split(service, client, start_worker, tmp_path, budget) -> None:
     seed = a_seed_holding_out_some(0.5)
     held = int(held_out(np.arange(EPISODES), Split(validation_fraction=0.5, seed=seed)).sum())
-    worker = start_worker("--max-jobs", "1")
+    worker = start_worker("--max-jobs", "1", *budget)
     trained = cli(
         service,
         "train", "pendulum", "--algorithm", "iql", "--steps", "60", "--validation-fraction", "0.5", "--split-seed", str(seed),
@@ -62,6 +64,8 @@ def test_a_train_job_with_a_split_reports_validation_metrics_and_records_the_spl
     assert job.result["split"] == recorded
     card = client.get_policy(job.policy_id).card
     assert card["split"] == recorded
+    assert job.result["streamed"] is card["streamed"] is bool(budget)
+    assert card["memory_budget"] == (1 if budget else None)
     # the normalisation is the training episodes' alone (the fixture uploaded these rows)
     rows = arrays_from_arrow(pendulum_rows(episodes=EPISODES, length=LENGTH))
     training = rows.subset(~held_out(rows.episode_ids, Split(**split)))

@@ -87,11 +87,19 @@ def test_statistics_accumulate_over_versions_and_match_the_rows(hopper: TestClie
     assert stats["episode_return"]["mean"] == pytest.approx(float(np.mean(returns)), rel=1e-5)
     assert stats["episode_length"]["min"] == 6 and stats["episode_length"]["max"] == 7
 
+    # Histograms computed at commit, merged version by version, hold every value in the right bin.
+    for name, values in (("reward", rewards), ("episode_return", returns), ("episode_length", [6, 6, 7])):
+        histogram = stats[name]["histogram"]
+        assert sum(histogram["counts"]) == len(values) and len(histogram["counts"]) <= 32
+        bins = np.floor((np.asarray(values, np.float64) - histogram["low"]) / histogram["width"]).astype(int)
+        assert np.bincount(bins, minlength=len(histogram["counts"])).tolist() == histogram["counts"], name
+
     middle = hopper.get("/v1/datasets/hopper/versions/2", headers=ADMIN).json()
     assert middle["episode_return"]["count"] == 2 and middle["rows"] == 16
     np.testing.assert_allclose(middle["observation"]["max"], observations[:16].max(axis=0))
     empty = hopper.get("/v1/datasets/hopper/versions/0", headers=ADMIN).json()
     assert empty["rows"] == 0 and empty["observation"] is None and empty["reward"]["mean"] is None
+    assert empty["reward"]["histogram"] is None
 
 
 def test_a_retry_with_the_same_key_returns_the_first_answer_and_adds_nothing(hopper: TestClient) -> None:
@@ -297,6 +305,10 @@ def test_scopes_and_revoked_tokens(client: TestClient) -> None:
     assert client.delete("/v1/datasets/hopper", headers=bearer(tokens["write"])).status_code == 403
     assert client.post("/v1/tokens", json={"name": "x", "scopes": ["read"]}, headers=bearer(tokens["write"])).status_code == 403
     assert client.get("/v1/tokens", headers=ADMIN).json()["count"] == 4
+    for scope in ("read", "write", "worker"):
+        itself = client.get("/v1/whoami", headers=bearer(tokens[scope])).json()
+        assert itself["name"] == f"t-{scope}" and itself["scopes"] == [scope] and "token" not in itself
+    assert client.get("/v1/whoami", headers=bearer("rb_unknown")).status_code == 401
     assert client.delete("/v1/tokens/t-read", headers=ADMIN).status_code == 204
     assert client.get("/v1/datasets", headers=bearer(tokens["read"])).status_code == 401
     assert client.get("/healthz").status_code == 200 and client.get("/readyz").status_code == 200

@@ -46,6 +46,10 @@ class OfflineAlgorithm(ABC):
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]]
     supports_discrete: ClassVar[bool] = True
+    streams: ClassVar[bool] = True
+    """Whether it trains on a version streamed from mapped columns (`streaming`), larger than the memory budget."""
+    resident_reason: ClassVar[str] = ""
+    """Why not, when it cannot."""
 
     def __init__(
         self,

@@ -67,6 +67,8 @@ class COMBO(CQL):
     Params = COMBOParams
     params: COMBOParams
     supports_discrete = False
+    streams = False
+    resident_reason = "its dynamics model trains on the whole version on the device"
 
     def _build(self) -> None:
         super()._build()

@@ -1,6 +1,6 @@
 """The training arrays (`TransitionArrays`), how they come from Arrow tables and go to the device, how a
-split divides them into training and held-out episodes (`split_arrays`), and the normalisation fixed
-before training (`Normalisation`).
+card records the episodes a split held out (`split_summary`), and the normalisation fixed before
+training (`Normalisation`).
 
 Reward scale. Users' rewards come at any scale, and only a positive factor keeps the task the same
 (an offset changes what a terminal is worth), so rewards are multiplied, never shifted. The factor
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import torch
 
 from schemas.dataset import ContinuousActionSpec, DatasetSpec
-from schemas.splits import Split, held_out
+from schemas.splits import Split
 from schemas.transition import POLICY_SOURCE_PREFIX, transition_schema
 
 OBSERVATION_STD_FLOOR = 1e-3
@@ -57,24 +57,10 @@ class TransitionArrays:
         return arrays_from_arrow(table)
 
 
-class SplitArrays(NamedTuple):
-    """The rows a split trains on, the rows it holds out, and which rows of the whole those were."""
-
-    training: TransitionArrays
-    validation: TransitionArrays
-    held_out: np.ndarray  # bool [N] over the arrays split: True where the row went to `validation`
-
-
-def split_arrays(data: TransitionArrays, split: Split) -> SplitArrays:
-    """Whole episodes apart by `schemas.splits.held_out`; `held_out` filters any other per-row array alike
-    (e.g. which rows policies collected)."""
-    rows = held_out(data.episode_ids, split)
-    return SplitArrays(data.subset(~rows), data.subset(rows), rows)
-
-
-def split_summary(split: Split, validation: TransitionArrays) -> dict[str, Any]:
-    """The split as a card and a job's result record it: fraction, seed, held-out episode and row counts."""
-    held = {"held_out_episodes": len(np.unique(validation.episode_ids)), "held_out_rows": len(validation)}
+def split_summary(split: Split, held_out_episode_ids: np.ndarray) -> dict[str, Any]:
+    """The split as a card and a job's result record it: fraction, seed, held-out episode and row counts
+    (from the episode ids of the held-out rows)."""
+    held = {"held_out_episodes": len(np.unique(held_out_episode_ids)), "held_out_rows": len(held_out_episode_ids)}
     return split.model_dump(mode="json") | held
 
 
@@ -139,19 +125,6 @@ def arrays_from_arrow(table: pa.Table) -> TransitionArrays:
 def collected_by_policy(table: pa.Table) -> np.ndarray:
     """Per row, whether a policy collected it (source `policy:<id>`) rather than it being logged."""
     return pc.starts_with(table.column("source"), POLICY_SOURCE_PREFIX).to_numpy(zero_copy_only=False)
-
-
-def training_arrays(
-    table: pa.Table, split: Split | None = None, with_online: bool = False
-) -> tuple[TransitionArrays, np.ndarray | None, TransitionArrays | None]:
-    """A pulled version as a run trains on it: the arrays of the rows it may sample, which of those rows
-    policies collected (`with_online`, else None), and the rows the split holds out (None without one)."""
-    data = arrays_from_arrow(table)
-    online = collected_by_policy(table) if with_online else None
-    if split is None:
-        return data, online, None
-    training, validation, held = split_arrays(data, split)
-    return training, None if online is None else online[~held], validation
 
 
 def arrays_to_arrow(data: TransitionArrays, spec: DatasetSpec, source: str = "logged", batch_id: str = "") -> pa.Table:

@@ -8,7 +8,7 @@ gather, with no host round trip. The same buffer, filled with `add`, holds model
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -29,6 +29,11 @@ class Batch(NamedTuple):
     @staticmethod
     def cat(first: Batch, second: Batch) -> Batch:
         return Batch(*(torch.cat([a, b]) for a, b in zip(first, second)))
+
+
+class SamplingMismatch(ValueError):
+    """A checkpoint's sampling state is of the other kind (resident or streamed): the run that wrote it
+    judged the version against another memory budget. Its networks still resume; see `training.restore`."""
 
 
 class ReplayBuffer:
@@ -114,6 +119,8 @@ class ReplayBuffer:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "streamed" in state:
+            raise SamplingMismatch("this checkpoint streamed its batches, and this run holds the version resident")
         if "generator" not in state:
             raise ValueError("this checkpoint mixed two buffers; it cannot resume a run that samples from one")
         self.generator.set_state(state["generator"])
@@ -132,7 +139,7 @@ class MixedReplay:
     """Two buffers sampled at a fixed ratio: `round(batch_size * first_fraction)` rows of every batch
     from `first`, the rest from `second` (fine-tuning with a set share of online rows)."""
 
-    def __init__(self, first: ReplayBuffer, second: ReplayBuffer, first_fraction: float) -> None:
+    def __init__(self, first: Replay, second: Replay, first_fraction: float) -> None:
         if not 0.0 <= first_fraction <= 1.0:
             raise ValueError("first_fraction must lie in [0, 1]")
         self.first, self.second, self.first_fraction = first, second, first_fraction
@@ -158,8 +165,29 @@ class MixedReplay:
         self.second.load_state_dict(state["second"])
 
 
-Replay = ReplayBuffer | MixedReplay
-"""What the training loop samples batches from."""
+class Replay(Protocol):
+    """What the training loop samples batches from: `ReplayBuffer`, `MixedReplay`, or
+    `streaming.StreamingReplay` for a version larger than the memory budget."""
+
+    def __len__(self) -> int: ...
+
+    def sample(self, batch_size: int) -> Batch: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class Columns(Protocol):
+    """The columns `normalise_arrays` reads: `TransitionArrays`, or rows gathered from mapped files."""
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    next_observations: np.ndarray
+    terminals: np.ndarray
+
+    def __len__(self) -> int: ...
 
 
 def training_replay(
@@ -185,7 +213,7 @@ def training_replay(
 
 
 def normalise_arrays(
-    data: TransitionArrays, normalisation: Normalisation, action_spec: ActionSpec, device: torch.device
+    data: Columns, normalisation: Normalisation, action_spec: ActionSpec, device: torch.device
 ) -> Batch:
     """Arrays -> one normalised Batch on `device` (the only numpy-to-device conversion in training)."""
 

@@ -23,8 +23,10 @@ from schemas.algorithms import ALGORITHM_PARAMS
 from schemas.dataset import ActionSpec, DatasetSpec
 from workers.algos import ALGORITHMS
 from workers.algos.base import OfflineAlgorithm
+from workers.algos.columns import MappedTransitions, streamed_normalisation
 from workers.algos.data import Normalisation, TransitionArrays
-from workers.algos.replay import Batch, Replay, normalise_arrays, training_replay
+from workers.algos.replay import Batch, Replay, SamplingMismatch, normalise_arrays, training_replay
+from workers.algos.streaming import close_replay, streaming_replay
 
 CHECKPOINT_FORMAT = 1
 PRECISIONS = ("float32", "bfloat16")
@@ -86,31 +88,40 @@ def checkpoint(algorithm: OfflineAlgorithm, replay: Replay) -> dict[str, Any]:
 
 
 def restore(algorithm: OfflineAlgorithm, replay: Replay, state: Mapping[str, Any]) -> None:
-    """Put the algorithm, the sampler and torch's RNG back where `checkpoint` found them."""
+    """Put the algorithm, the sampler and torch's RNG back where `checkpoint` found them (a sampler of the
+    other kind, resident for streamed or back, starts afresh with a warning)."""
     if state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"unsupported checkpoint format {state.get('format')!r}; expected {CHECKPOINT_FORMAT}")
     algorithm.load_state_dict(state["algorithm"])
-    replay.load_state_dict(state["replay"])
+    try:
+        replay.load_state_dict(state["replay"])
+    except SamplingMismatch as mismatch:
+        # A job re-claimed by a worker with another memory budget: the networks, optimisers and step
+        # resume; only which batches come next differs from the run that wrote the checkpoint.
+        warnings.warn(f"{mismatch}: sampling starts afresh", RuntimeWarning, stacklevel=2)
     torch.set_rng_state(state["torch_rng"])
     if "cuda_rng" in state and algorithm.device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda_rng"], algorithm.device)
 
 
 def validation_batch(
-    data: TransitionArrays,
+    data: TransitionArrays | MappedTransitions,
+    held_out: np.ndarray,
     normalisation: Normalisation,
     action_spec: ActionSpec,
     device: torch.device,
     seed: int,
     rows: int = VALIDATION_ROWS,
 ) -> Batch | None:
-    """At most `rows` of the held-out transitions (a sample fixed by `seed`), normalised on `device`;
-    None when there are none."""
-    if len(data) == 0:
+    """At most `rows` of the rows of `data` that the mask `held_out` marks (a sample fixed by `seed`),
+    normalised on `device`; None when it marks none. Mapped columns give only the sampled rows."""
+    index = np.flatnonzero(held_out)
+    if len(index) == 0:
         return None
-    if len(data) > rows:
-        data = data.subset(np.sort(np.random.default_rng(seed).choice(len(data), rows, replace=False)))
-    return normalise_arrays(data, normalisation, action_spec, device)
+    if len(index) > rows:
+        index = np.sort(np.random.default_rng(seed).choice(index, rows, replace=False))
+    sample = data.gather(index) if isinstance(data, MappedTransitions) else data.subset(index)
+    return normalise_arrays(sample, normalisation, action_spec, device)
 
 
 def validation_measures(algorithm: OfflineAlgorithm, batch: Batch) -> dict[str, torch.Tensor]:
@@ -203,7 +214,7 @@ def train(
 
 def fit(
     algorithm_name: str,
-    data: TransitionArrays,
+    data: TransitionArrays | MappedTransitions,
     spec: DatasetSpec,
     steps: int,
     seed: int,
@@ -211,21 +222,45 @@ def fit(
     params: Mapping[str, Any] | BaseModel | None = None,
     normalisation: Normalisation | None = None,
     resume_from: Mapping[str, Any] | None = None,
-    validation: TransitionArrays | None = None,
+    held_out: np.ndarray | None = None,
     **loop: Any,
 ) -> tuple[OfflineAlgorithm, TrainingResult]:
     """Train `algorithm_name` on `data` from scratch (or from `resume_from`); `loop` goes to `train`.
 
-    Normalisation comes from the data unless given (e.g. from the version's statistics). `validation`,
-    held-out transitions (see `data.split_arrays`), are never trained on; the reports measure them.
+    Normalisation comes from the data unless given (e.g. from the version's statistics). Mapped
+    columns (a version larger than the memory budget) are streamed (see `streaming`). `held_out`, a
+    boolean mask over the rows of `data` (see `schemas.splits.held_out`), marks rows that are never
+    trained on nor in the normalisation; the reports measure them.
     """
-    normalisation = normalisation or Normalisation.from_arrays(data)
-    algorithm = make_algorithm(algorithm_name, params, spec, normalisation, device, seed, total_steps=steps)
-    replay = training_replay(data, normalisation, spec.action, algorithm.device, seed)
-    if resume_from is not None:
-        restore(algorithm, replay, resume_from)
+    training_rows = None if held_out is None else ~held_out
+    if isinstance(data, MappedTransitions):
+        refuse_streaming(algorithm_name)
+        normalisation = normalisation or streamed_normalisation(data, rows=training_rows)
+        algorithm = make_algorithm(algorithm_name, params, spec, normalisation, device, seed, total_steps=steps)
+        replay: Replay = streaming_replay(data, normalisation, spec.action, algorithm.device, seed, rows=training_rows)
+        training = None
     else:
-        algorithm.prepare(data)
-    held_out = None if validation is None else validation_batch(validation, normalisation, spec.action, algorithm.device, seed)
-    result = train(algorithm, replay, steps, algorithm.params.batch_size, validation=held_out, **loop)
+        training = data if training_rows is None else data.subset(training_rows)
+        normalisation = normalisation or Normalisation.from_arrays(training)
+        algorithm = make_algorithm(algorithm_name, params, spec, normalisation, device, seed, total_steps=steps)
+        replay = training_replay(training, normalisation, spec.action, algorithm.device, seed)
+    validation = None if held_out is None else validation_batch(data, held_out, normalisation, spec.action, algorithm.device, seed)
+    try:
+        if resume_from is not None:
+            restore(algorithm, replay, resume_from)
+        elif training is not None:
+            algorithm.prepare(training)
+        result = train(algorithm, replay, steps, algorithm.params.batch_size, validation=validation, **loop)
+    finally:
+        close_replay(replay)
     return algorithm, result
+
+
+def refuse_streaming(algorithm_name: str) -> None:
+    """Raise when the algorithm cannot train on a streamed version (it needs the whole version resident)."""
+    algorithm = ALGORITHMS.get(algorithm_name)
+    if algorithm is not None and not algorithm.streams:
+        raise ValueError(
+            f"{algorithm_name} cannot stream a version larger than the memory budget: {algorithm.resident_reason}; "
+            "raise --memory-budget or choose another algorithm"
+        )

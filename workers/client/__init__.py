@@ -8,6 +8,7 @@ uploads.py   appending rows or a transition file as one version; the body encode
 pull/        a version's files through the local cache into one Arrow table (the pull path)
 jobs.py      submitting and following jobs, and the worker protocol (claim, heartbeat, checkpoints, finish)
 policies.py  the policy registry and policy downloads
+sweeps.py    sweeps of train jobs and their leaderboards
 tokens.py    API tokens (admin)
 """
 
@@ -17,11 +18,12 @@ from workers.client.http import CONTENT_TYPES, Progress, ReplaybankError, Versio
 from workers.client.jobs import Jobs
 from workers.client.policies import Policies
 from workers.client.pull.pulls import PulledFiles, Pulls
+from workers.client.sweeps import Sweeps
 from workers.client.tokens import Tokens
 from workers.client.uploads import UploadedFile, Uploads
 
 
-class ReplaybankClient(Uploads, Pulls, Jobs, Policies, Tokens):
+class ReplaybankClient(Uploads, Pulls, Jobs, Policies, Sweeps, Tokens):
     """A client of one service: `ReplaybankClient(url, token, cache=..., timeout=..., retries=...)`.
 
     Use it as a context manager (or call `close`) to release its connections.

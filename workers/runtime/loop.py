@@ -62,6 +62,9 @@ class WorkerOptions:
     threads: int | None = None
     """torch intra-op threads (None: measured within this worker's share of the cores, see threads.py)."""
     cache_dir: Path | None = None
+    memory_budget: int | None = None
+    """Bytes a train job's version may take on the training device; a larger one is streamed from the
+    file cache (see job_rows.py). None: always resident."""
 
 
 @dataclass(frozen=True)

@@ -28,13 +28,14 @@ import torch
 from schemas.dataset import DatasetSpec
 from schemas.jobs import JobComplete, JobPublic
 from schemas.policies import POLICY_FILES
+from schemas.splits import held_out
 from workers.algos.base import OfflineAlgorithm
-from workers.algos.data import Normalisation, TransitionArrays, split_summary, training_arrays
+from workers.algos.data import Normalisation, split_summary
 from workers.algos.export import export_policy
-from workers.algos.replay import training_replay
-from workers.algos.training import make_algorithm, restore, train, validation_batch
-from workers.client import ReplaybankClient
+from workers.algos.streaming import close_replay
+from workers.algos.training import make_algorithm, restore, train
 from workers.rollouts.evaluate import evaluate
+from workers.runtime.job_rows import pull_job_rows
 from workers.runtime.session import JobSession
 from workers.runtime.threads import ThreadTuner
 
@@ -44,14 +45,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("replaybank.worker")
 
 
-def _pull_arrays(
-    client: ReplaybankClient, job: JobPublic
-) -> tuple[TransitionArrays, np.ndarray | None, TransitionArrays | None]:
-    """The job's version as training arrays, which of those rows policies collected (when the job asks),
-    and the rows the job's split holds out (None without a split)."""
-    return training_arrays(client.pull(job.dataset, job.version), job.split, job.online_fraction is not None)
-
-
 def run_train(session: JobSession, host: Host, options: WorkerOptions) -> JobComplete:
     client, job = session.client, session.job
     assert job.algorithm is not None and job.steps is not None
@@ -59,7 +52,14 @@ def run_train(session: JobSession, host: Host, options: WorkerOptions) -> JobCom
     # what runs before the tuner takes over (the COMBO dynamics model, a resumed replay) gets the whole share
     torch.set_num_threads(options.threads or host.cores.threads())
     spec = session.dataset_spec()
-    data, online, validation = _pull_arrays(client, job)
+    rows = pull_job_rows(client, job, spec, options.memory_budget)
+    held: np.ndarray | None = None
+    split: dict[str, Any] | None = None
+    if job.split is not None:
+        episode_ids = rows.episode_ids()
+        held = held_out(episode_ids, job.split)
+        split = split_summary(job.split, episode_ids[held])
+    training_rows = None if held is None else ~held
     session.raise_if_stopped()
 
     parent_state: dict[str, Any] | None = None
@@ -70,10 +70,10 @@ def run_train(session: JobSession, host: Host, options: WorkerOptions) -> JobCom
         # weights_only: what comes over the network is loaded as tensors and numbers, never as code
         parent_state = torch.load(io.BytesIO(client.policy_artifact(parent.id, "state")), map_location=run_device, weights_only=True)
     else:
-        normalisation = Normalisation.from_arrays(data)
+        normalisation = rows.normalisation(training_rows)
     algorithm = make_algorithm(job.algorithm, job.params, spec, normalisation, run_device, job.seed, total_steps=job.steps)
-    replay = training_replay(data, normalisation, spec.action, algorithm.device, job.seed, job.online_fraction, online)
-    held_out = None if validation is None else validation_batch(validation, normalisation, spec.action, algorithm.device, job.seed)
+    replay = rows.replay(normalisation, spec.action, algorithm.device, job.seed, job.online_fraction, rows=training_rows)
+    validation = None if held is None else rows.validation(held, normalisation, spec.action, algorithm.device, job.seed)
 
     saved = client.get_checkpoint(job.id)
     prepared: dict[str, str] = {}
@@ -85,7 +85,7 @@ def run_train(session: JobSession, host: Host, options: WorkerOptions) -> JobCom
         resumed_step = 0
         if parent_state is not None:
             start_from_parent(algorithm, parent_state)
-        prepared = algorithm.prepare(data, StoredParts(session))
+        prepared = rows.prepare(algorithm, StoredParts(session), training_rows)
     start = time.monotonic()
     last_checkpoint = time.monotonic()
 
@@ -103,24 +103,27 @@ def run_train(session: JobSession, host: Host, options: WorkerOptions) -> JobCom
     def on_progress(step: int, metrics: dict[str, float]) -> None:
         session.report(step / job.steps, step, metrics | {"threads": float(torch.get_num_threads())})
 
-    result = train(
-        algorithm,
-        replay,
-        job.steps,
-        algorithm.params.batch_size,
-        on_progress=on_progress,
-        progress_every=options.progress_every,
-        should_stop=session.should_stop,
-        before_step=_tuning_threads(job.id, host, options),
-        on_checkpoint=on_checkpoint,
-        checkpoint_every=options.progress_every,
-        validation=held_out,
-    )
+    try:
+        result = train(
+            algorithm,
+            replay,
+            job.steps,
+            algorithm.params.batch_size,
+            on_progress=on_progress,
+            progress_every=options.progress_every,
+            should_stop=session.should_stop,
+            before_step=_tuning_threads(job.id, host, options),
+            on_checkpoint=on_checkpoint,
+            checkpoint_every=options.progress_every,
+            validation=validation,
+        )
+    finally:
+        close_replay(replay)  # a streamed replay's prefetch thread
     if result.stopped:
         session.raise_if_stopped()
     metrics = dict(result.metrics) | {"threads": float(torch.get_num_threads())}
-    outcome: dict[str, Any] = {"resumed_from_step": resumed_step, "step": result.step, **prepared}
-    split = None if job.split is None or validation is None else split_summary(job.split, validation)
+    sampled = rows.describe()
+    outcome: dict[str, Any] = {"resumed_from_step": resumed_step, "step": result.step, **prepared, **sampled}
     if split is not None:
         outcome["split"] = split
     with tempfile.TemporaryDirectory(prefix="replaybank-policy-") as folder:
@@ -131,6 +134,7 @@ def run_train(session: JobSession, host: Host, options: WorkerOptions) -> JobCom
             "parent_policy": job.parent_policy,
             "online_fraction": job.online_fraction,
             "split": split,
+            **sampled,
             "training_seconds": time.monotonic() - start,
             "resumed_from_step": resumed_step,
         }

@@ -12,10 +12,12 @@ import torch
 
 from schemas.splits import Split, held_out
 from tests.factories import random_transitions
-from workers.algos.data import Normalisation, arrays_to_arrow, split_arrays, training_arrays
-from workers.algos.replay import training_replay
+from workers.algos.columns import MappedTransitions, write_columns
+from workers.algos.data import Normalisation, arrays_from_arrow, arrays_to_arrow, collected_by_policy
+from workers.algos.streaming import close_replay
 from workers.algos.training import VALIDATION_PREFIX, fit, validation_batch
 from workers.rollouts.behaviour import PENDULUM_SPEC
+from workers.runtime.job_rows import JobRows
 
 from .conftest import VARIANTS
 from .test_algorithms import _flat_state
@@ -49,17 +51,18 @@ def test_every_variant_has_its_expected_measures():
 def test_validation_metrics_are_reported_finite_and_leave_training_unchanged(variant_data, request):
     variant = request.node.callspec.params["variant_data"]
     name, spec, data, _, params = variant_data
-    training, validation, held = split_arrays(data, SPLIT)
+    held = held_out(data.episode_ids, SPLIT)
     assert 0 < held.sum() < len(data)
-    normalisation = Normalisation.from_arrays(training)
+    training = data.subset(~held)
     runs = {}
-    for measured in (validation, None):
+    # The whole data with its held-out rows marked, against the training rows alone measuring nothing.
+    for rows, mask in ((data, held), (training, None)):
         reports: list[dict[str, float]] = []
         algorithm, _ = fit(
-            name, training, spec, 6, 0, params=params, normalisation=normalisation, validation=measured,
+            name, rows, spec, 6, 0, params=params, held_out=mask,
             progress_every=3, on_progress=lambda step, metrics: reports.append(metrics),
         )  # fmt: skip
-        runs[measured is not None] = (algorithm, reports)
+        runs[mask is not None] = (algorithm, reports)
 
     algorithm, reports = runs[True]
     assert len(reports) == 2
@@ -90,7 +93,22 @@ def marked_table(episodes: int, length: int) -> pa.Table:
     )
 
 
-def test_training_never_samples_a_held_out_row_and_the_online_share_stays_online():
+def job_rows(table: pa.Table, kind: str, folder) -> JobRows:
+    """`table` as a job with online rows has it: resident arrays, or mapped columns written into `folder`."""
+    if kind == "resident":
+        return JobRows(arrays_from_arrow(table), None, collected_by_policy(table), 0, None)
+    mapped = MappedTransitions([write_columns(table.to_batches(100), table.num_rows, folder / "columns", PENDULUM_SPEC)])
+    return JobRows(None, mapped, None, 0, 1)
+
+
+def markers(observations: torch.Tensor, normalisation: Normalisation) -> set[int]:
+    """The episode ids `marked_table` put in the first observation value, read back through the normalisation."""
+    marker = observations[:, 0] * float(normalisation.observation_std[0]) + float(normalisation.observation_mean[0])
+    return set(torch.round(marker).long().tolist())
+
+
+@pytest.mark.parametrize("kind", ["resident", "streamed"])
+def test_training_never_samples_a_held_out_row_and_the_online_share_stays_online(kind, tmp_path):
     episodes, length = 20, 30
     split = Split(validation_fraction=0.3, seed=0)
     table = marked_table(episodes, length)
@@ -99,40 +117,49 @@ def test_training_never_samples_a_held_out_row_and_the_online_share_stays_online
     online_ids = set(range(episodes // 2, episodes))
     assert held_ids & online_ids and held_ids - online_ids, "the split should hold out logged and online episodes"
 
-    training, online, validation = training_arrays(table, split, with_online=True)
-    assert online is not None and validation is not None
-    assert set(np.unique(validation.episode_ids).tolist()) == held_ids
-    assert len(training) + len(validation) == table.num_rows
-    np.testing.assert_array_equal(online, np.isin(training.episode_ids, list(online_ids)))
+    rows = job_rows(table, kind, tmp_path)
+    held = held_out(rows.episode_ids(), split)
+    assert set(np.unique(rows.episode_ids()[held]).tolist()) == held_ids
+    normalisation = rows.normalisation(~held)
+    # the normalisation is the training rows' alone, on either path
+    expected = Normalisation.from_arrays(arrays_from_arrow(table).subset(~held))
+    np.testing.assert_allclose(normalisation.observation_mean, expected.observation_mean, rtol=1e-5)
+    np.testing.assert_allclose(normalisation.observation_std, expected.observation_std, rtol=1e-5)
+    assert normalisation.reward_scale == pytest.approx(expected.reward_scale, rel=1e-5)
 
-    normalisation = Normalisation.from_arrays(training)
-    replay = training_replay(training, normalisation, PENDULUM_SPEC.action, torch.device("cpu"), 0, 0.5, online)
+    replay = rows.replay(normalisation, PENDULUM_SPEC.action, torch.device("cpu"), 0, 0.5, rows=~held)
     seen_online, seen_logged = set(), set()
-    for _ in range(200):
-        batch = replay.sample(64)
-        marker = batch.observations[:, 0] * float(normalisation.observation_std[0]) + float(normalisation.observation_mean[0])
-        sampled = torch.round(marker).long().tolist()
-        seen_online |= set(sampled[:32])
-        seen_logged |= set(sampled[32:])
+    try:
+        for _ in range(200):
+            observations = replay.sample(64).observations
+            seen_online |= markers(observations[:32], normalisation)
+            seen_logged |= markers(observations[32:], normalisation)
+    finally:
+        close_replay(replay)
     assert not (seen_online | seen_logged) & held_ids
     assert seen_online == online_ids - held_ids  # every training episode is drawn, on its side of the mix
     assert seen_logged == set(range(episodes // 2)) - held_ids
 
-
-def test_without_a_split_every_row_trains():
-    table = marked_table(4, 10)
-    training, online, validation = training_arrays(table)
-    assert (len(training), online, validation) == (40, None, None)
+    validation = rows.validation(held, normalisation, PENDULUM_SPEC.action, torch.device("cpu"), 0)
+    assert validation is not None and len(validation.rewards) == len(held_ids) * length
+    assert markers(validation.observations, normalisation) == held_ids
 
 
-def test_validation_batch_is_a_fixed_sample_of_at_most_the_cap():
+def test_validation_batch_is_a_fixed_sample_of_at_most_the_cap(tmp_path):
     data = random_transitions(PENDULUM_SPEC, rows=500, episode_length=50)
     normalisation = Normalisation.from_arrays(data)
     device = torch.device("cpu")
-    first = validation_batch(data, normalisation, PENDULUM_SPEC.action, device, seed=3, rows=100)
-    again = validation_batch(data, normalisation, PENDULUM_SPEC.action, device, seed=3, rows=100)
-    whole = validation_batch(data, normalisation, PENDULUM_SPEC.action, device, seed=3, rows=1000)
+    held = data.episode_ids % 2 == 1
+    first = validation_batch(data, held, normalisation, PENDULUM_SPEC.action, device, seed=3, rows=100)
+    again = validation_batch(data, held, normalisation, PENDULUM_SPEC.action, device, seed=3, rows=100)
+    whole = validation_batch(data, held, normalisation, PENDULUM_SPEC.action, device, seed=3, rows=1000)
     assert first is not None and again is not None and whole is not None
-    assert first.rewards.shape == (100,) and whole.rewards.shape == (500,)
+    assert first.rewards.shape == (100,) and whole.rewards.shape == (250,)
     assert all(torch.equal(a, b) for a, b in zip(first, again))
-    assert validation_batch(data.subset(np.zeros(len(data), bool)), normalisation, PENDULUM_SPEC.action, device, 0) is None
+    torch.testing.assert_close(whole.rewards, torch.as_tensor(data.rewards[held] * normalisation.reward_scale))
+    # mapped columns give the same sample, gathering only its rows
+    table = arrays_to_arrow(data, PENDULUM_SPEC)
+    mapped = MappedTransitions([write_columns(table.to_batches(64), table.num_rows, tmp_path / "columns", PENDULUM_SPEC)])
+    streamed = validation_batch(mapped, held, normalisation, PENDULUM_SPEC.action, device, seed=3, rows=100)
+    assert streamed is not None and all(torch.equal(a, b) for a, b in zip(first, streamed))
+    assert validation_batch(data, np.zeros(len(data), bool), normalisation, PENDULUM_SPEC.action, device, 0) is None
