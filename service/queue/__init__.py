@@ -1,4 +1,4 @@
-"""Job queues: Redis Streams when configured, otherwise the catalog's own database."""
+"""Job queues: Redis when configured, otherwise the catalog's own database; leases on the injected clock."""
 
 from __future__ import annotations
 

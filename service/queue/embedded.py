@@ -76,7 +76,7 @@ class EmbeddedJobQueue(JobQueue):
             candidates = session.scalars(
                 select(QueueEntryRow)
                 .where(QueueEntryRow.channel.in_(channels), or_(QueueEntryRow.lease_token.is_(None), lapsed))
-                # lapsed leases first, as Redis's XAUTOCLAIM before XREADGROUP; then oldest first
+                # lapsed leases first, as the Redis queue does; then oldest first
                 .order_by(QueueEntryRow.lease_token.is_(None), QueueEntryRow.enqueued_at)
                 .limit(8)
             ).all()
