@@ -2,11 +2,12 @@
 
 Per channel, a sorted set of queued job ids scored by arrival (a counter, so oldest first) and a sorted
 set of held job ids scored by their lease deadline (milliseconds since the epoch on the queue's clock,
-absolute, so every service process sharing the Redis reads them alike). A hash keeps each job's state:
-its channel, the attempts counted before its current stretch in the queue (`prior`), the claims since
-(`deliveries`) and the holder's token. The attempt a claim hands out is `prior + deliveries`; a lapsed
-lease taken over counts a delivery, a release starts a new stretch with `prior` set so the released
-attempt counts or not, as the release asked.
+absolute, so every service process sharing the Redis reads them alike; their clocks need to agree to
+well within a lease, as NTP keeps them). A hash keeps each job's state: its channel, the attempts
+counted before its current stretch in the queue (`prior`), the claims since (`deliveries`) and the
+holder's token. The attempt a claim hands out is `prior + deliveries`; a lapsed lease taken over
+counts a delivery, a release starts a new stretch with `prior` set so the released attempt counts or
+not, as the release asked.
 
 Every change is one Lua script, so a claim, renew, release or removal is atomic across processes: a
 job is never held without a deadline, and only the token's holder renews or releases. Enqueue and

@@ -280,7 +280,9 @@ def test_a_job_whose_worker_falls_silent_shows_queued_again_with_the_reason(star
     assert second["job"]["status"] == "running" and second["job"]["error"] is None
 
 
-def test_a_silent_worker_on_the_last_attempt_fails_the_job_without_waiting_for_a_claim(start, clock: ManualClock) -> None:
+def test_a_silent_worker_on_the_last_attempt_fails_the_job_without_waiting_for_a_claim(
+    start, clock: ManualClock
+) -> None:
     client = start(max_attempts=1)
     job = submit(client)
     assert claim(client) is not None
@@ -305,7 +307,9 @@ def test_a_worker_that_keeps_beating_keeps_its_job(start, clock: ManualClock) ->
     assert client.get(f"/v1/jobs/{job['id']}", headers=ADMIN).json()["status"] == "running"
 
 
-def test_after_a_restart_running_jobs_get_a_whole_lease_to_be_heard_from(start, make_client, clock: ManualClock) -> None:
+def test_after_a_restart_running_jobs_get_a_whole_lease_to_be_heard_from(
+    start, make_client, clock: ManualClock
+) -> None:
     client = start()
     job = submit(client)
     claimed = claim(client)

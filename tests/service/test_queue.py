@@ -183,7 +183,9 @@ async def test_a_lapsed_lease_goes_to_the_next_claimant_as_the_next_attempt(
     assert await queue.renew(second)
 
 
-async def test_renewing_keeps_the_lease_a_whole_lease_from_the_renewal(make_queue: MakeQueue, clock: ManualClock) -> None:
+async def test_renewing_keeps_the_lease_a_whole_lease_from_the_renewal(
+    make_queue: MakeQueue, clock: ManualClock
+) -> None:
     queue = make_queue()
     await queue.enqueue("a")
     lease = await queue.claim(["any"], wait=0)
