@@ -140,6 +140,8 @@ def run_fqe(dataset, args) -> dict:
             encoder_factory=d3rlpy.models.VectorEncoderFactory(hidden_units=args.hidden),
             batch_size=args.batch_size,
             gamma=args.discount,
+            learning_rate=args.fqe_lr,
+            target_update_interval=args.target_interval,
         )
         fqe = d3rlpy.ope.FQE(algo=policy, config=config, device=device)
         fqe.build_with_dataset(dataset)
@@ -168,6 +170,8 @@ def main() -> None:
     parser.add_argument("--initial-temperature", type=float, default=1.0)
     parser.add_argument("--policies", help="fqe: the .npz of policy action tables (benchmarks/ope.py)")
     parser.add_argument("--discount", type=float, default=0.99)
+    parser.add_argument("--fqe-lr", type=float, default=1e-4)
+    parser.add_argument("--target-interval", type=int, default=100)
     args = parser.parse_args()
     if args.mode != "fqe" and args.algorithm is None:
         parser.error(f"{args.mode} needs --algorithm")
