@@ -6,6 +6,9 @@ terminals, timeouts, action_low, action_high) and prints one JSON line.
     speed: gradient steps per second of d3rlpy's own `fit` loop (sampling included), after a warm-up.
     train: fit for some steps, then save the greedy policy as TorchScript (observation and action
            scalers inside), for the caller to evaluate with the same code as its own policies.
+    fqe:   d3rlpy's FQE (`FQEConfig` defaults unless set here, no scalers) of several policies on the
+           data, each given as a table of its action at every observation in the data (benchmarks/ope.py
+           writes it), and its estimate: the mean of Q(s0, pi(s0)) over the initial states given.
 """
 
 from __future__ import annotations
@@ -105,11 +108,55 @@ def fit(algo, dataset, steps: int) -> None:
     )
 
 
+class TablePolicy:
+    """A fixed policy as d3rlpy's FQE calls it (`predict_best_action` on a batch of next observations),
+    answered from a table of the policy's action at each observation the data holds. d3rlpy puts zeros
+    after a terminal, so the table must hold the zero observation too."""
+
+    def __init__(self, observations: np.ndarray, actions: np.ndarray, device: str) -> None:
+        import torch
+
+        self.rows = {row.tobytes(): index for index, row in enumerate(observations)}
+        self.actions = torch.as_tensor(actions, dtype=torch.float32, device=device)
+        self.impl = self  # FQE asserts that its algorithm has an implementation, and calls that
+
+    def predict_best_action(self, observations):
+        found = [self.rows[row.tobytes()] for row in observations.detach().cpu().numpy().astype(np.float32)]
+        return self.actions[found]
+
+
+def run_fqe(dataset, args) -> dict:
+    """d3rlpy's FQE of each policy in the --policies table; estimates and seconds, in the policies' order."""
+    import d3rlpy
+
+    tables = np.load(args.policies)
+    observations, initial = tables["observations"], tables["initial_observations"]
+    estimates, seconds = [], []
+    for index in range(int(tables["policies"])):
+        start = time.perf_counter()
+        device = device_name(args.device)
+        policy = TablePolicy(observations, tables[f"actions_{index}"], device)
+        config = d3rlpy.ope.FQEConfig(
+            encoder_factory=d3rlpy.models.VectorEncoderFactory(hidden_units=args.hidden),
+            batch_size=args.batch_size,
+            gamma=args.discount,
+            learning_rate=args.fqe_lr,
+            target_update_interval=args.target_interval,
+        )
+        fqe = d3rlpy.ope.FQE(algo=policy, config=config, device=device)
+        fqe.build_with_dataset(dataset)
+        fit(fqe, dataset, args.steps)
+        values = fqe.predict_value(initial, tables[f"initial_actions_{index}"])
+        estimates.append(float(np.mean(values)))
+        seconds.append(time.perf_counter() - start)
+    return {"estimates": estimates, "seconds": seconds}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["speed", "train"])
+    parser.add_argument("mode", choices=["speed", "train", "fqe"])
     parser.add_argument("--data", required=True)
-    parser.add_argument("--algorithm", required=True, choices=["iql", "cql", "bc", "awac"])
+    parser.add_argument("--algorithm", choices=["iql", "cql", "bc", "awac"], help="speed and train")
     parser.add_argument("--steps", type=int, required=True)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
@@ -121,7 +168,13 @@ def main() -> None:
     parser.add_argument("--actor-lr", type=float, default=None, help="default: the algorithm's own")
     parser.add_argument("--entropy-lr", type=float, default=1e-4)
     parser.add_argument("--initial-temperature", type=float, default=1.0)
+    parser.add_argument("--policies", help="fqe: the .npz of policy action tables (benchmarks/ope.py)")
+    parser.add_argument("--discount", type=float, default=0.99)
+    parser.add_argument("--fqe-lr", type=float, default=1e-4)
+    parser.add_argument("--target-interval", type=int, default=100)
     args = parser.parse_args()
+    if args.mode != "fqe" and args.algorithm is None:
+        parser.error(f"{args.mode} needs --algorithm")
 
     import structlog
     import torch
@@ -132,6 +185,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     d3rlpy.seed(args.seed)
     dataset, arrays = load_dataset(args.data)
+    if args.mode == "fqe":
+        print(json.dumps(run_fqe(dataset, args)))
+        return
     algo = make_config(args.algorithm, arrays, args).create(device=device_name(args.device))
     algo.build_with_dataset(dataset)
     if args.mode == "speed":

@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from schemas.http import REQUEST_ID_HEADER, REQUEST_ID_PATTERN
 from service.api import datasets, health, jobs, operators, policies, sweeps, tokens, workers
 from service.api.ui import install_dashboard
+from service.clock import Clock
 from service.errors import install_error_handlers
 from service.limits import BodySizeLimit
 from service.observability.metrics import ServiceMetrics
@@ -25,13 +26,14 @@ from service.services import open_services
 from service.settings import Settings
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
+    """`clock`: what leases run on; the system's unless a test brings one it can move by hand."""
     settings = settings or Settings()
     metrics = ServiceMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        with open_services(settings, metrics) as services:
+        with open_services(settings, metrics, clock) as services:
             app.state.services = services
             await services.sweeps.catch_up()  # evaluations a stop cut off between a job's completion and their submission
             sweeper = asyncio.create_task(services.protocol.sweep_silent_jobs(), name="replaybank-silent-job-sweeper")

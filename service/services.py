@@ -12,6 +12,7 @@ from filelock import FileLock, Timeout
 
 from service.auth import WORKER_TOKEN_NAME, Tokens
 from service.catalog import Catalog
+from service.clock import Clock, SystemClock
 from service.compaction import Compaction, CompactionPolicy
 from service.datasets import Datasets
 from service.errors import ApiError
@@ -87,10 +88,13 @@ def own_data_dir(settings: Settings) -> FileLock:
 
 
 @contextmanager
-def open_services(settings: Settings, metrics: ServiceMetrics | None = None) -> Iterator[Services]:
+def open_services(
+    settings: Settings, metrics: ServiceMetrics | None = None, clock: Clock | None = None
+) -> Iterator[Services]:
     """Own the data directory (refusing a second service on it), open catalog and storage, reconcile, and
-    build the job side on them. The queue's connections are the caller's to close (`await queue.close()`).
-    `metrics` (the app's; by default a registry of their own) gain the catalog's gauges while open."""
+    build the job side on them, its leases on `clock` (the system's unless a test brings its own). The
+    queue's connections are the caller's to close (`await queue.close()`). `metrics` (the app's; by
+    default a registry of their own) gain the catalog's gauges while open."""
     metrics = metrics or ServiceMetrics()
     lock = own_data_dir(settings)
     catalog = Catalog(settings.catalog_url)
@@ -120,7 +124,9 @@ def open_services(settings: Settings, metrics: ServiceMetrics | None = None) -> 
                 file=sys.stderr,
                 flush=True,
             )
-        queue = create_queue(settings.redis_url, catalog.engine, settings.lease_seconds, settings.max_attempts)
+        queue = create_queue(
+            settings.redis_url, catalog.engine, settings.lease_seconds, settings.max_attempts, clock or SystemClock()
+        )
         policies = Policies(catalog, artifacts, settings.max_upload_bytes)
         jobs = Jobs(catalog, queue, datasets, artifacts)
         sweeps = Sweeps(catalog, jobs, datasets)

@@ -5,6 +5,9 @@ Every call about a held job checks the lease token against the job's row (`held_
 also renew the lease in the queue, which fails once the lease lapsed and another worker took the job
 over: the late worker is told so (409 `lease_lost`) and drops the job. How many attempts a job has used
 is the queue's to say (see `service.queue.base`); the row records what the queue said.
+
+Silence is judged on the queue's clock, the one its leases lapse on: claims, heartbeats and checkpoints
+stamp a running job's `updated_at` from it, and the sweeper compares against it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,7 @@ from schemas.jobs import (
 from service.catalog import Catalog
 from service.catalog.jobs import DynamicsRow, JobRow, MetricPointRow
 from service.catalog.tables import utcnow
+from service.clock import Clock
 from service.datasets import Datasets
 from service.errors import ApiError, not_found, validated
 from service.jobs.records import aware, held_job, job_public, job_row, lease_lost
@@ -62,6 +66,8 @@ class WorkerProtocol:
     ) -> None:
         self.catalog = catalog
         self.queue = queue
+        self.listening_since = queue.clock.now()
+        """A worker can be heard only while the service is up: silence counts from here at the earliest."""
         self.datasets = datasets
         self.artifacts = artifacts
         self.policies = policies
@@ -72,6 +78,10 @@ class WorkerProtocol:
     @property
     def lease_seconds(self) -> float:
         return self.queue.lease_seconds
+
+    @property
+    def clock(self) -> Clock:
+        return self.queue.clock
 
     # --- claim and the lease sweeper ----------------------------------------------------------------------
 
@@ -87,7 +97,7 @@ class WorkerProtocol:
             if isinstance(item, Exhausted):
                 await self._give_up(item)
                 continue
-            row = await self.catalog.run(lambda session: _take(session, item, request.worker))
+            row = await self.catalog.run(lambda session: _take(session, item, request.worker, self.clock.now()))
             if row is None:
                 # cancelled or deleted while it waited in the queue
                 await self.queue.remove(item.job_id)
@@ -103,30 +113,28 @@ class WorkerProtocol:
         await self.catalog.run(mark)
 
     async def sweep_silent_jobs(self) -> None:
-        """Runs while the service does: every half lease, `requeue_silent_jobs`."""
-        # A worker can be heard only while the service is up: after a start, every running job gets a
-        # whole lease to send its next heartbeat before it is judged.
-        await asyncio.sleep(self.lease_seconds)
+        """Runs while the service does: every half lease on the clock, `requeue_silent_jobs`."""
         while True:
+            await self.clock.sleep(self.lease_seconds / 2)
             try:
                 await self.requeue_silent_jobs()
             except Exception:  # the catalog or the queue is away for now; the next sweep tries again
                 log.exception("could not sweep for jobs whose worker fell silent")
-            await asyncio.sleep(self.lease_seconds / 2)
 
     async def requeue_silent_jobs(self) -> None:
         """Running jobs not heard from for a whole lease: queued again for the next worker to claim, or
         failed once that was their last attempt. Without this a job whose worker died would show
-        `running` until some other worker claimed."""
+        `running` until some other worker claimed. After a start, every running job gets a whole lease
+        from `listening_since` to send its next heartbeat before it is judged."""
         lease_seconds, max_attempts = self.lease_seconds, self.queue.max_attempts
 
         def mark(session: Session) -> list[str]:
-            now = utcnow()
+            now = self.clock.now()
             silent_since = now - timedelta(seconds=lease_seconds)
             exhausted = []
             for row in session.scalars(select(JobRow).where(JobRow.status == "running").with_for_update()):
                 last_heard = aware(row.updated_at)
-                if last_heard is None or last_heard >= silent_since:
+                if last_heard is None or max(last_heard, self.listening_since) >= silent_since:
                     continue
                 if row.attempts >= max_attempts:
                     _fail_exhausted(row, row.attempts, lease_seconds)
@@ -157,7 +165,7 @@ class WorkerProtocol:
             held = held_job(session, job_id, token, allow_cancelled=True)
             if held.status == "cancelled":
                 return True
-            now = utcnow()
+            now = self.clock.now()
             held.progress, held.step, held.updated_at = beat.progress, beat.step, now
             self.roster.heard(session, held.worker, beat)
             if beat.metrics:
@@ -262,7 +270,7 @@ class WorkerProtocol:
 
         def record(session: Session) -> JobRow:
             row = held_job(session, job_id, token)
-            row.checkpoint_step, row.updated_at = step, utcnow()
+            row.checkpoint_step, row.updated_at = step, self.clock.now()
             return row
 
         return job_public(await self.catalog.run(record))
@@ -316,12 +324,11 @@ class WorkerProtocol:
         return found is not None
 
 
-def _take(session: Session, lease: Lease, worker: str) -> JobRow | None:
-    """Mark a claimed job running under `lease`; None when it was cancelled or deleted while queued."""
+def _take(session: Session, lease: Lease, worker: str, now: datetime) -> JobRow | None:
+    """Mark a claimed job running under `lease` as of `now`; None when it was cancelled or deleted while queued."""
     row = session.get(JobRow, lease.job_id, with_for_update=True)
     if row is None or row.status not in ACTIVE_STATUSES:
         return None
-    now = utcnow()
     row.status, row.attempts, row.lease, row.worker, row.updated_at = "running", lease.attempt, lease.token, worker, now
     row.started_at = row.started_at or now
     row.error = None  # why the last attempt ended; this one starts clean

@@ -1,8 +1,8 @@
 """The job queue: who holds which job, for how long, and how often it has been tried.
 
 The catalog holds what a job is and how it stands; the queue only hands job ids to workers under
-leases. A lease that is not renewed within `lease_seconds` lapses and the job goes to the next
-worker that claims, as the next attempt; after `max_attempts` lapsed attempts the queue gives up and
+leases. A lease that is not renewed within `lease_seconds` (on the queue's `Clock`) lapses and the job goes to
+the next worker that claims, as the next attempt; after `max_attempts` lapsed attempts the queue gives up and
 reports the job as exhausted. A lease given back on purpose (`release`, a worker shutting down) does
 not count as an attempt; one given back because the worker could not run the job
 (`release(..., count_attempt=True)`) does.
@@ -18,6 +18,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from service.clock import Clock
 
 CHANNELS = ("any", "cuda")
 """Jobs that need a GPU wait in `cuda`; the rest in `any`. A CUDA worker claims from both."""
@@ -45,13 +47,19 @@ class Exhausted:
 
 
 class JobQueue(ABC):
-    def __init__(self, lease_seconds: float, max_attempts: int) -> None:
+    def __init__(self, lease_seconds: float, max_attempts: int, clock: Clock) -> None:
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
+        self.clock = clock
+        """What lease deadlines are measured on; the worker protocol judges silent workers on it too."""
+
+    def _now(self) -> float:
+        """The clock's time in seconds since the epoch, as deadlines are stored."""
+        return self.clock.now().timestamp()
 
     @abstractmethod
     async def enqueue(self, job_id: str, channel: str = "any") -> None:
@@ -59,7 +67,10 @@ class JobQueue(ABC):
 
     @abstractmethod
     async def claim(self, channels: Sequence[str], wait: float) -> Lease | Exhausted | None:
-        """The oldest claimable job, waiting up to `wait` seconds for one; lapsed leases come first."""
+        """The oldest claimable job, waiting up to `wait` seconds for one; lapsed leases come first.
+
+        `wait` is how long the caller (a long-polling worker) is willing to wait, in real seconds; whether a
+        lease has lapsed is decided on the queue's clock."""
 
     @abstractmethod
     async def renew(self, lease: Lease) -> bool:

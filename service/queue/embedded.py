@@ -2,8 +2,9 @@
 
 One row per queued or held job. A claim takes the oldest row whose lease is free or lapsed with a
 conditional UPDATE (the row must still look as it did when read), so two claimants never both win.
-Waiting claimants are woken by enqueue and release in this process, and look again at least every
-`poll_seconds` for leases that lapsed.
+Lease deadlines are the queue clock's seconds since the epoch; `enqueued_at`, which only orders
+arrivals, is the machine's. Waiting claimants are woken by enqueue and release in this process, and
+look again at least every `poll_seconds` for leases that lapsed.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from sqlalchemy import Engine, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.catalog.jobs import QueueEntryRow
+from service.clock import Clock
 from service.queue.base import Exhausted, JobQueue, Lease, check_channels
 
 
 class EmbeddedJobQueue(JobQueue):
-    def __init__(self, engine: Engine, lease_seconds: float, max_attempts: int, poll_seconds: float = 1.0) -> None:
-        super().__init__(lease_seconds, max_attempts)
+    def __init__(
+        self, engine: Engine, lease_seconds: float, max_attempts: int, clock: Clock, poll_seconds: float = 1.0
+    ) -> None:
+        super().__init__(lease_seconds, max_attempts, clock)
         self._engine = engine
         self._poll_seconds = min(poll_seconds, lease_seconds / 4)
         self._changed: asyncio.Event | None = None
@@ -66,13 +70,13 @@ class EmbeddedJobQueue(JobQueue):
                 pass
 
     def _try_claim(self, channels: list[str]) -> Lease | Exhausted | None:
-        now = time.time()
+        now = self._now()
         with Session(self._engine) as session, session.begin():
             lapsed = (QueueEntryRow.lease_token.is_not(None)) & (QueueEntryRow.lease_expires_at < now)
             candidates = session.scalars(
                 select(QueueEntryRow)
                 .where(QueueEntryRow.channel.in_(channels), or_(QueueEntryRow.lease_token.is_(None), lapsed))
-                # lapsed leases first, as Redis's XAUTOCLAIM before XREADGROUP; then oldest first
+                # lapsed leases first, as the Redis queue does; then oldest first
                 .order_by(QueueEntryRow.lease_token.is_(None), QueueEntryRow.enqueued_at)
                 .limit(8)
             ).all()
@@ -111,7 +115,7 @@ class EmbeddedJobQueue(JobQueue):
             renewed = session.execute(
                 update(QueueEntryRow)
                 .where(QueueEntryRow.job_id == lease.job_id, QueueEntryRow.lease_token == lease.token)
-                .values(lease_expires_at=time.time() + self.lease_seconds)
+                .values(lease_expires_at=self._now() + self.lease_seconds)
             ).rowcount
         return bool(renewed)
 

@@ -1,12 +1,18 @@
-"""The job queue on Redis Streams with one consumer group.
+"""The job queue on Redis, with lease deadlines kept by the queue itself on the injected clock.
 
-Each queued job is one stream entry (fields `job` and `prior`, the attempts used before this entry).
-A claim reads with XREADGROUP under a consumer name made for that claim, so the pending entry of that
-consumer *is* the lease: renewing resets its idle time (XCLAIM JUSTID by the owner), and XAUTOCLAIM
-hands entries idle for longer than the lease to the next claimant, counting a delivery. The attempt
-number is `prior` plus the entry's delivery count; releasing re-adds the job as a fresh entry with
-`prior` set so the released attempt is counted or not, as the release asked. A hash maps job ids to
-their current entry.
+Per channel, a sorted set of queued job ids scored by arrival (a counter, so oldest first) and a sorted
+set of held job ids scored by their lease deadline (milliseconds since the epoch on the queue's clock,
+absolute, so every service process sharing the Redis reads them alike; their clocks need to agree to
+well within a lease, as NTP keeps them). A hash keeps each job's state: its channel, the attempts
+counted before its current stretch in the queue (`prior`), the claims since (`deliveries`) and the
+holder's token. The attempt a claim hands out is `prior + deliveries`; a lapsed lease taken over
+counts a delivery, a release starts a new stretch with `prior` set so the released attempt counts or
+not, as the release asked.
+
+Every change is one Lua script, so a claim, renew, release or removal is atomic across processes: a
+job is never held without a deadline, and only the token's holder renews or releases. Enqueue and
+release append to a signal stream; a waiting claimant blocks on it (XREAD) from the last signal it saw
+before looking, so it misses none, and looks again every `poll_seconds` for leases that lapsed.
 """
 
 from __future__ import annotations
@@ -16,63 +22,123 @@ import uuid
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 
+from service.clock import Clock
 from service.queue.base import CHANNELS, Exhausted, JobQueue, Lease, check_channels
 
-GROUP = "workers"
+# KEYS: the job hash, the arrival counter, the signal stream, then per channel in CHANNELS order its
+# queued set and its held set. Every script gets the same keys.
+_PRELUDE = (
+    "local CHANNELS = {"
+    + ", ".join(f"'{channel}'" for channel in CHANNELS)
+    + """}
+local function slot(channel)
+  for i, name in ipairs(CHANNELS) do
+    if name == channel then return 2 + 2 * i end
+  end
+  error('unknown channel ' .. tostring(channel))
+end
+local function queued(channel) return KEYS[slot(channel)] end
+local function held(channel) return KEYS[slot(channel) + 1] end
+local function load(job)
+  local raw = redis.call('HGET', KEYS[1], job)
+  if not raw then return nil end
+  return cjson.decode(raw)
+end
+local function save(job, state) redis.call('HSET', KEYS[1], job, cjson.encode(state)) end
+local function requeue(job, channel, prior)
+  save(job, {channel = channel, prior = prior, deliveries = 0, token = false})
+  redis.call('ZADD', queued(channel), redis.call('INCR', KEYS[2]), job)
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', 100, '*', 'changed', job)
+end
+"""
+)
 
-_ENQUEUE = """
+# ARGV: job id, channel.
+_ENQUEUE = (
+    _PRELUDE
+    + """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
-local id = redis.call('XADD', KEYS[2], '*', 'job', ARGV[1], 'prior', ARGV[3])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. id)
+requeue(ARGV[1], ARGV[2], 0)
 return 1
 """
+)
 
-# KEYS: stream. ARGV: group, consumer, entry id. Only the owner may renew.
-_RENEW = """
-local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
-if #pending == 0 or pending[1][2] ~= ARGV[2] then return 0 end
-redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
-return 1
-"""
-
-# KEYS: stream, hash. ARGV: group, consumer, entry id, job id, prior, channel.
-_RELEASE = """
-local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
-if #pending == 0 or pending[1][2] ~= ARGV[2] then return 0 end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-redis.call('XDEL', KEYS[1], ARGV[3])
-local id = redis.call('XADD', KEYS[1], '*', 'job', ARGV[4], 'prior', ARGV[5])
-redis.call('HSET', KEYS[2], ARGV[4], ARGV[6] .. ' ' .. id)
-redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
-return 1
-"""
-
-# KEYS: hash, then one stream per channel in CHANNELS order. ARGV: group, job id.
-_REMOVE = """
-local entry = redis.call('HGET', KEYS[1], ARGV[2])
-if not entry then return 0 end
-local channel, id = string.match(entry, '^(%S+) (%S+)$')
-local stream = nil
-for i, name in ipairs(ARGV) do
-  if i > 2 and name == channel then stream = KEYS[i - 1] end
+# ARGV: now (ms), lease (ms), max attempts, new token, then the channels asked for.
+# Returns {kind, job id, attempt or attempts used, the last signal id before this look}.
+_CLAIM = (
+    _PRELUDE
+    + """
+local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+local seen = '0-0'
+if #last > 0 then seen = last[1][1] end
+local job, channel, best = nil, nil, nil
+for i = 5, #ARGV do
+  local found = redis.call('ZRANGEBYSCORE', held(ARGV[i]), '-inf', '(' .. ARGV[1], 'WITHSCORES', 'LIMIT', 0, 1)
+  if #found > 0 and (best == nil or tonumber(found[2]) < best) then
+    job, channel, best = found[1], ARGV[i], tonumber(found[2])
+  end
 end
-if stream == nil then return redis.error_reply('unknown channel ' .. channel) end
-local pending = redis.call('XPENDING', stream, ARGV[1], id, id, 1)
-redis.call('XACK', stream, ARGV[1], id)
-redis.call('XDEL', stream, id)
-redis.call('HDEL', KEYS[1], ARGV[2])
-if #pending > 0 then
-  local owner = pending[1][2]
-  local held = redis.call('XPENDING', stream, ARGV[1], '-', '+', 1, owner)
-  if #held == 0 then redis.call('XGROUP', 'DELCONSUMER', stream, ARGV[1], owner) end
+if job == nil then
+  for i = 5, #ARGV do
+    local found = redis.call('ZRANGE', queued(ARGV[i]), 0, 0, 'WITHSCORES')
+    if #found > 0 and (best == nil or tonumber(found[2]) < best) then
+      job, channel, best = found[1], ARGV[i], tonumber(found[2])
+    end
+  end
+  if job == nil then return {'none', '', 0, seen} end
+  redis.call('ZREM', queued(channel), job)
 end
+local state = load(job)
+state.deliveries = state.deliveries + 1
+local attempt = state.prior + state.deliveries
+if attempt > tonumber(ARGV[3]) then
+  redis.call('ZREM', held(channel), job)
+  redis.call('HDEL', KEYS[1], job)
+  return {'exhausted', job, attempt - 1, seen}
+end
+state.token = ARGV[4]
+save(job, state)
+redis.call('ZADD', held(channel), tonumber(ARGV[1]) + tonumber(ARGV[2]), job)
+return {'lease', job, attempt, seen}
+"""
+)
+
+# ARGV: job id, token, now (ms), lease (ms). Only the holder renews.
+_RENEW = (
+    _PRELUDE
+    + """
+local state = load(ARGV[1])
+if not state or state.token ~= ARGV[2] then return 0 end
+redis.call('ZADD', held(state.channel), 'XX', tonumber(ARGV[3]) + tonumber(ARGV[4]), ARGV[1])
 return 1
 """
+)
 
-STALE_CONSUMER_MS = 60_000
-"""Consumers with nothing pending and idle this long belong to dead workers; sweeping them keeps XINFO short."""
+# ARGV: job id, token, the attempts to keep counted. Only the holder releases.
+_RELEASE = (
+    _PRELUDE
+    + """
+local state = load(ARGV[1])
+if not state or state.token ~= ARGV[2] then return 0 end
+redis.call('ZREM', held(state.channel), ARGV[1])
+requeue(ARGV[1], state.channel, tonumber(ARGV[3]))
+return 1
+"""
+)
+
+# ARGV: job id.
+_REMOVE = (
+    _PRELUDE
+    + """
+local state = load(ARGV[1])
+if not state then return 0 end
+redis.call('ZREM', held(state.channel), ARGV[1])
+redis.call('ZREM', queued(state.channel), ARGV[1])
+redis.call('HDEL', KEYS[1], ARGV[1])
+return 1
+"""
+)
 
 
 class RedisJobQueue(JobQueue):
@@ -81,156 +147,63 @@ class RedisJobQueue(JobQueue):
         url: str,
         lease_seconds: float,
         max_attempts: int,
+        clock: Clock,
         prefix: str = "replaybank",
         poll_seconds: float = 1.0,
     ) -> None:
-        super().__init__(lease_seconds, max_attempts)
+        super().__init__(lease_seconds, max_attempts, clock)
         self._redis = aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5)
-        self._prefix = prefix
-        # a blocking read cannot see leases lapse, so it wakes this often to look
+        # a blocked claimant hears of arrivals, not of leases lapsing, so it wakes this often to look
         self._poll_seconds = min(poll_seconds, lease_seconds / 4)
-        self._groups_ready = False
+        self._lease_ms = round(lease_seconds * 1000)
+        self._signal = f"{prefix}:queue:signal"
+        self._keys = [f"{prefix}:queue:jobs", f"{prefix}:queue:arrivals", self._signal]
+        for channel in CHANNELS:
+            self._keys += [f"{prefix}:queue:queued:{channel}", f"{prefix}:queue:held:{channel}"]
         self._enqueue = self._redis.register_script(_ENQUEUE)
+        self._claim = self._redis.register_script(_CLAIM)
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
         self._remove = self._redis.register_script(_REMOVE)
 
-    def _stream(self, channel: str) -> str:
-        return f"{self._prefix}:queue:{channel}"
-
-    @property
-    def _entries(self) -> str:
-        return f"{self._prefix}:queue:entries"
-
-    async def _ensure_groups(self) -> None:
-        if self._groups_ready:
-            return
-        for channel in CHANNELS:
-            try:
-                await self._redis.xgroup_create(self._stream(channel), GROUP, id="0", mkstream=True)
-            except ResponseError as error:
-                if "BUSYGROUP" not in str(error):
-                    raise
-        self._groups_ready = True
-
-    @staticmethod
-    def _token(channel: str, entry_id: str, consumer: str) -> str:
-        return f"{channel} {entry_id} {consumer}"
-
-    @staticmethod
-    def _parse(token: str) -> tuple[str, str, str] | None:
-        parts = token.split(" ")
-        if len(parts) != 3 or parts[0] not in CHANNELS:
-            return None
-        return parts[0], parts[1], parts[2]
+    def _now_ms(self) -> int:
+        return round(self._now() * 1000)
 
     async def enqueue(self, job_id: str, channel: str = "any") -> None:
         check_channels([channel])
-        await self._ensure_groups()
-        await self._enqueue(keys=[self._entries, self._stream(channel)], args=[job_id, channel, 0])
+        await self._enqueue(keys=self._keys, args=[job_id, channel])
 
     async def claim(self, channels: Sequence[str], wait: float) -> Lease | Exhausted | None:
         check_channels(channels)
-        await self._ensure_groups()
-        consumer = uuid.uuid4().hex
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        holding = False
-        try:
-            while True:
-                for channel in channels:
-                    reclaimed = await self._reclaim(channel, consumer)
-                    if reclaimed is not None:
-                        holding = isinstance(reclaimed, Lease)
-                        return reclaimed
-                remaining = deadline - loop.time()
-                block_ms = int(min(remaining, self._poll_seconds) * 1000)
-                answer = await self._redis.xreadgroup(
-                    GROUP,
-                    consumer,
-                    {self._stream(channel): ">" for channel in channels},
-                    count=1,
-                    block=block_ms if block_ms > 0 else None,
-                )
-                if answer:
-                    lease = await self._first_of(answer, consumer)
-                    if lease.attempt > self.max_attempts:  # released with its last attempt counted
-                        await self.remove(lease.job_id)
-                        return Exhausted(lease.job_id, lease.attempt - 1)
-                    holding = True
-                    return lease
-                if loop.time() >= deadline:
-                    return None
-        finally:
-            if not holding:
-                for channel in channels:
-                    await self._redis.xgroup_delconsumer(self._stream(channel), GROUP, consumer)
-
-    async def _first_of(self, answer: list, consumer: str) -> Lease:
-        """Keep the first entry read; entries read from other streams in the same call go back as they were."""
-        kept: Lease | None = None
-        for stream, entries in answer:
-            channel = stream.rsplit(":", 1)[1]
-            for entry_id, fields in entries:
-                prior = int(fields.get("prior", 0))
-                if kept is None:
-                    kept = Lease(fields["job"], self._token(channel, entry_id, consumer), prior + 1)
-                else:
-                    await self._release(
-                        keys=[stream, self._entries], args=[GROUP, consumer, entry_id, fields["job"], prior, channel]
-                    )
-        assert kept is not None
-        return kept
-
-    async def _reclaim(self, channel: str, consumer: str) -> Lease | Exhausted | None:
-        stream = self._stream(channel)
-        lease_ms = int(self.lease_seconds * 1000)
-        cursor = "0-0"
         while True:
-            cursor, entries, _deleted = await self._redis.xautoclaim(
-                stream, GROUP, consumer, min_idle_time=lease_ms, start_id=cursor, count=1
+            token = uuid.uuid4().hex
+            kind, job_id, attempt, seen = await self._claim(
+                keys=self._keys, args=[self._now_ms(), self._lease_ms, self.max_attempts, token, *channels]
             )
-            if entries:
-                break
-            if cursor == "0-0":
+            if kind == "lease":
+                return Lease(job_id, token, int(attempt))
+            if kind == "exhausted":
+                return Exhausted(job_id, int(attempt))
+            remaining = deadline - loop.time()
+            if remaining <= 0:
                 return None
-        entry_id, fields = entries[0]
-        [pending] = await self._redis.xpending_range(stream, GROUP, min=entry_id, max=entry_id, count=1)
-        attempt = int(fields.get("prior", 0)) + int(pending["times_delivered"])
-        await self._sweep_consumers(stream)
-        if attempt > self.max_attempts:
-            await self.remove(fields["job"])
-            return Exhausted(fields["job"], attempt - 1)
-        return Lease(fields["job"], self._token(channel, entry_id, consumer), attempt)
-
-    async def _sweep_consumers(self, stream: str) -> None:
-        for info in await self._redis.xinfo_consumers(stream, GROUP):
-            if info["pending"] == 0 and info["idle"] > STALE_CONSUMER_MS:
-                await self._redis.xgroup_delconsumer(stream, GROUP, info["name"])
+            block_ms = max(1, int(min(remaining, self._poll_seconds) * 1000))
+            await self._redis.xread({self._signal: seen}, count=1, block=block_ms)
 
     async def renew(self, lease: Lease) -> bool:
-        parsed = self._parse(lease.token)
-        if parsed is None:
-            return False
-        channel, entry_id, consumer = parsed
-        return bool(await self._renew(keys=[self._stream(channel)], args=[GROUP, consumer, entry_id]))
+        renewed = await self._renew(keys=self._keys, args=[lease.job_id, lease.token, self._now_ms(), self._lease_ms])
+        return bool(renewed)
 
     async def release(self, lease: Lease, count_attempt: bool = False) -> bool:
-        parsed = self._parse(lease.token)
-        if parsed is None:
-            return False
-        channel, entry_id, consumer = parsed
         released = await self._release(
-            keys=[self._stream(channel), self._entries],
-            args=[GROUP, consumer, entry_id, lease.job_id, lease.attempts_kept(count_attempt), channel],
+            keys=self._keys, args=[lease.job_id, lease.token, lease.attempts_kept(count_attempt)]
         )
         return bool(released)
 
     async def remove(self, job_id: str) -> None:
-        await self._ensure_groups()
-        await self._remove(
-            keys=[self._entries, *(self._stream(channel) for channel in CHANNELS)], args=[GROUP, job_id, *CHANNELS]
-        )
+        await self._remove(keys=self._keys, args=[job_id])
 
     async def ping(self) -> None:
         await self._redis.ping()

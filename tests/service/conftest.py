@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.settings import Settings
+from tests.clock import ManualClock
 
 ADMIN_TOKEN = "service-test-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -58,8 +59,15 @@ MakeClient = Callable[..., TestClient]
 
 
 @pytest.fixture
-def make_client(tmp_path: Path, database_url: str | None) -> Iterator[MakeClient]:
-    """Start an app (lifespan included) with these settings overrides; all are closed at teardown."""
+def clock() -> ManualClock:
+    """What the test's queues and apps run their leases on: time moves only when the test advances it."""
+    return ManualClock()
+
+
+@pytest.fixture
+def make_client(tmp_path: Path, database_url: str | None, clock: ManualClock) -> Iterator[MakeClient]:
+    """Start an app (lifespan included) with these settings overrides, its leases on the test's `clock`; all
+    are closed at teardown."""
     with ExitStack() as stack:
 
         def make(**overrides: Any) -> TestClient:
@@ -72,7 +80,7 @@ def make_client(tmp_path: Path, database_url: str | None) -> Iterator[MakeClient
                     **overrides,
                 }
             )
-            return stack.enter_context(TestClient(create_app(settings), raise_server_exceptions=False))
+            return stack.enter_context(TestClient(create_app(settings, clock), raise_server_exceptions=False))
 
         yield make
 

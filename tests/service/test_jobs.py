@@ -1,7 +1,8 @@
 """Jobs over HTTP: submission, the worker protocol, cancellation, leases, policies, permissions.
 
 The worker side is driven by hand here (claim, heartbeat, checkpoint, policy, complete), against the
-real app on SQLite with the embedded queue and on PostgreSQL with Redis.
+real app on SQLite with the embedded queue and on PostgreSQL with Redis. Leases run on the test's
+`ManualClock`: they lapse, and the sweeper runs, when a test moves the clock on.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-import time
 from typing import Any
 
 import pytest
@@ -19,10 +19,13 @@ from sqlalchemy import func, select
 from service.catalog.jobs import DynamicsRow
 from service.catalog.tables import DatasetRow, EpisodeRow, FileRow, TagRow, VersionRow
 
+from service.settings import Settings
+from tests.clock import ManualClock
 from tests.factories import upload_rows as rows
 from tests.service.conftest import ADMIN, ARROW, GRID, HOPPER, MakeClient, append, arrow_body
 
 LEASE = "Replaybank-Lease"
+LEASE_SECONDS = Settings().lease_seconds
 IQL = {"kind": "train", "algorithm": "iql", "dataset": "hopper", "steps": 100, "seed": 3}
 
 
@@ -39,13 +42,15 @@ def database_url(backend: dict[str, Any]) -> str | None:
 
 
 @pytest.fixture
-def start(make_client: MakeClient, backend: dict[str, Any]):
-    """An app on this backend with a `hopper` dataset of one version; settings overrides allowed."""
+def start(make_client: MakeClient, backend: dict[str, Any], clock: ManualClock):
+    """An app on this backend with a `hopper` dataset of one version, its leases on `clock`; settings
+    overrides allowed."""
 
     def make(**overrides: Any) -> TestClient:
         client = make_client(**({"redis_url": backend.get("redis_url")} | overrides))
         assert client.post("/v1/datasets", json=HOPPER, headers=ADMIN).status_code == 201
         assert append(client, rows(episodes=2, length=5)).status_code == 201
+        clock.settle()  # the app's sweeper waits on the clock, so the test's moves of it are what it sees
         return client
 
     return make
@@ -220,13 +225,19 @@ def test_calls_without_the_current_lease_are_refused(start) -> None:
     assert upload_policy(client, job["id"], "not-the-lease").status_code == 409
 
 
-def test_a_lapsed_lease_goes_to_the_next_worker_and_the_first_is_told(start) -> None:
-    client = start(lease_seconds=0.5)
+def pass_time(clock: ManualClock, seconds: float) -> None:
+    """Move the service's clock on, and return once its sweeper has done what that made due."""
+    clock.advance(seconds)
+    clock.settle()
+
+
+def test_a_lapsed_lease_goes_to_the_next_worker_and_the_first_is_told(start, clock: ManualClock) -> None:
+    client = start()
     job = submit(client)
     first = claim(client)
     assert first is not None
-    time.sleep(0.7)
-    second = claim(client, wait=2)
+    pass_time(clock, LEASE_SECONDS + 1)
+    second = claim(client)
     assert second is not None and second["job"]["id"] == job["id"] and second["job"]["attempts"] == 2
     late = client.post(f"/v1/jobs/{job['id']}/heartbeat", json={"progress": 0.2}, headers=held(first["lease"]))
     assert late.status_code == 409 and late.json()["error"]["code"] == "lease_lost"
@@ -234,81 +245,87 @@ def test_a_lapsed_lease_goes_to_the_next_worker_and_the_first_is_told(start) -> 
     assert ok.status_code == 200
 
 
-def test_after_the_last_attempt_lapses_the_job_fails_with_the_reason(start) -> None:
-    client = start(lease_seconds=0.5, max_attempts=1)
+def test_after_the_last_attempt_lapses_the_next_claim_fails_the_job_with_the_reason(start, clock: ManualClock) -> None:
+    client = start(max_attempts=1)
     job = submit(client)
+    # The sweeper looks every half lease from the start; claimed a third of a lease in, the lease lapses
+    # between two sweeps, so the next claim is the first to notice.
+    pass_time(clock, LEASE_SECONDS / 3)
     assert claim(client) is not None
-    time.sleep(0.7)
-    assert claim(client, wait=0.5) is None
+    pass_time(clock, LEASE_SECONDS * 3 / 4)
+    assert client.get(f"/v1/jobs/{job['id']}", headers=ADMIN).json()["status"] == "running"
+    pass_time(clock, LEASE_SECONDS / 4 + 1)
+    assert claim(client) is None
     failed = client.get(f"/v1/jobs/{job['id']}", headers=ADMIN).json()
     assert failed["status"] == "failed" and "gave up after 1 attempts" in failed["error"]
 
 
-def job_once(client: TestClient, job_id: str, status: str, within: float = 5.0) -> dict[str, Any]:
-    """The job as soon as it shows `status` (the service changes it in the background)."""
-    deadline = time.monotonic() + within
-    while True:
-        job = client.get(f"/v1/jobs/{job_id}", headers=ADMIN).json()
-        if job["status"] == status or time.monotonic() > deadline:
-            return job
-        time.sleep(0.05)
-
-
-def test_a_job_whose_worker_falls_silent_shows_queued_again_with_the_reason(start) -> None:
-    client = start(lease_seconds=0.5)
+def test_a_job_whose_worker_falls_silent_shows_queued_again_with_the_reason(start, clock: ManualClock) -> None:
+    client = start()
     job = submit(client)
     first = claim(client)
     assert first is not None and first["job"]["status"] == "running"
+    pass_time(clock, LEASE_SECONDS / 2)
+    assert client.get(f"/v1/jobs/{job['id']}", headers=ADMIN).json()["status"] == "running"
 
-    waiting = job_once(client, job["id"], "queued")  # no heartbeat, and no other worker claiming
+    pass_time(clock, LEASE_SECONDS / 2 + 1)  # no heartbeat for a whole lease, and no other worker claiming
 
+    waiting = client.get(f"/v1/jobs/{job['id']}", headers=ADMIN).json()
     assert waiting["status"] == "queued" and waiting["attempts"] == 1 and waiting["worker"] is None
     assert "attempt 1 of 3: worker test was last heard from at" in waiting["error"]
     late = client.post(f"/v1/jobs/{job['id']}/heartbeat", json={"progress": 0.2}, headers=held(first["lease"]))
     assert late.status_code == 409 and late.json()["error"]["code"] == "lease_lost"
-    second = claim(client, wait=2)
+    second = claim(client)
     assert second is not None and second["job"]["attempts"] == 2
     assert second["job"]["status"] == "running" and second["job"]["error"] is None
 
 
-def test_a_silent_worker_on_the_last_attempt_fails_the_job_without_waiting_for_a_claim(start) -> None:
-    client = start(lease_seconds=0.5, max_attempts=1)
+def test_a_silent_worker_on_the_last_attempt_fails_the_job_without_waiting_for_a_claim(
+    start, clock: ManualClock
+) -> None:
+    client = start(max_attempts=1)
     job = submit(client)
     assert claim(client) is not None
 
-    failed = job_once(client, job["id"], "failed")
+    pass_time(clock, LEASE_SECONDS + 1)
 
+    failed = client.get(f"/v1/jobs/{job['id']}", headers=ADMIN).json()
     assert failed["status"] == "failed" and "gave up after 1 attempts" in failed["error"]
     assert failed["finished_at"] is not None
-    assert claim(client, wait=0.5) is None  # and it left the queue
+    assert claim(client) is None  # and it left the queue
 
 
-def test_a_worker_that_keeps_beating_keeps_its_job(start) -> None:
-    client = start(lease_seconds=0.5)
+def test_a_worker_that_keeps_beating_keeps_its_job(start, clock: ManualClock) -> None:
+    client = start()
     job = submit(client)
     claimed = claim(client)
     assert claimed is not None
-    for _ in range(12):  # three leases' worth, a beat every sixth of a lease
+    for _ in range(9):  # three leases' worth, a beat every third of a lease
         beat = client.post(f"/v1/jobs/{job['id']}/heartbeat", json={"progress": 0.1}, headers=held(claimed["lease"]))
         assert beat.status_code == 200, beat.text
-        time.sleep(0.125)
+        pass_time(clock, LEASE_SECONDS / 3)
     assert client.get(f"/v1/jobs/{job['id']}", headers=ADMIN).json()["status"] == "running"
 
 
-def test_after_a_restart_running_jobs_get_a_whole_lease_to_be_heard_from(start, make_client) -> None:
-    client = start(lease_seconds=2.0)
+def test_after_a_restart_running_jobs_get_a_whole_lease_to_be_heard_from(
+    start, make_client, clock: ManualClock
+) -> None:
+    client = start()
     job = submit(client)
     claimed = claim(client)
     assert claimed is not None
     client.__exit__(None, None, None)
-    time.sleep(2.4)  # the service was down for longer than the lease; the worker was not
+    clock.advance(LEASE_SECONDS * 2)  # the service was down for two leases; the worker was not
 
-    restarted = make_client(lease_seconds=2.0, redis_url=client.app.state.settings.redis_url)
-    # Without the grace the first sweep would run at once; with it there are 2 s, of which this takes a few tenths.
-    time.sleep(0.3)
+    restarted = make_client(redis_url=client.app.state.settings.redis_url)
+    clock.settle()
+    pass_time(clock, LEASE_SECONDS * 0.9)  # without the grace, this sweep would judge the job silent
+    assert restarted.get(f"/v1/jobs/{job['id']}", headers=ADMIN).json()["status"] == "running"
     beat = restarted.post(f"/v1/jobs/{job['id']}/heartbeat", json={"progress": 0.3}, headers=held(claimed["lease"]))
     assert beat.status_code == 200, beat.text
-    assert restarted.get(f"/v1/jobs/{job['id']}", headers=ADMIN).json()["status"] == "running"
+
+    pass_time(clock, LEASE_SECONDS + 1)  # the grace is one lease, not forever: silent since the beat
+    assert restarted.get(f"/v1/jobs/{job['id']}", headers=ADMIN).json()["status"] == "queued"
 
 
 def test_release_requeues_without_counting_the_attempt(start) -> None:

@@ -1,4 +1,8 @@
-"""One suite for every queue: Redis Streams, and the embedded queue on SQLite and on PostgreSQL."""
+"""One suite for every queue: Redis, and the embedded queue on SQLite and on PostgreSQL.
+
+Leases run on a `ManualClock`: a lease lapses when the test moves the clock past its deadline, never
+while a test waits, and a claimant that waits is woken on cue, so nothing here sleeps.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +17,18 @@ from service.catalog.jobs import QueueEntryRow
 from service.queue import Exhausted, JobQueue, Lease
 from service.queue.embedded import EmbeddedJobQueue
 from service.queue.redis_queue import RedisJobQueue
+from tests.clock import ManualClock
 
 pytestmark = pytest.mark.anyio
 
-LEASE = 0.6
+LEASE = 30.0
+"""Long beside any test: a lease lapses only when the clock is moved past it."""
 
-MakeQueue = Callable[..., JobQueue]
+NEVER = 3600.0
+"""A poll interval no test waits out: a claimant that stops waiting sooner was woken."""
+
+WOKEN_WITHIN = 10.0
+"""Far less than `NEVER` and far more than a wake-up takes, even on a loaded machine."""
 
 
 @pytest.fixture
@@ -26,17 +36,67 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+class WatchedEmbeddedQueue(EmbeddedJobQueue):
+    """Says when a claimant looked and found nothing, so what the test does next happens while it waits."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.looked_in_vain = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+
+    def _try_claim(self, channels: list[str]) -> Lease | Exhausted | None:
+        claimed = super()._try_claim(channels)
+        if claimed is None:
+            self._loop.call_soon_threadsafe(self.looked_in_vain.set)
+        return claimed
+
+
+class WatchedRedisQueue(RedisJobQueue):
+    """Says when a claimant looked and found nothing, so what the test does next happens while it waits."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.looked_in_vain = asyncio.Event()
+        look = self._claim
+
+        async def watched_look(**kwargs):
+            answer = await look(**kwargs)
+            if answer[0] == "none":
+                self.looked_in_vain.set()
+            return answer
+
+        self._claim = watched_look
+
+
+Build = Callable[[float, int, float], JobQueue]
+
+
+class MakeQueue:
+    """Builds queues of one kind on the test's clock; queues built twice share their store and clock, like
+    two service processes would."""
+
+    def __init__(self, kind: str, build: Build) -> None:
+        self.kind, self._build = kind, build
+        self.made: list[JobQueue] = []
+
+    def __call__(self, lease_seconds: float = LEASE, max_attempts: int = 3, poll_seconds: float = 1.0) -> JobQueue:
+        self.made.append(self._build(lease_seconds, max_attempts, poll_seconds))
+        return self.made[-1]
+
+    @property
+    def wakes_other_processes(self) -> bool:
+        """Redis tells every service process of a release; the embedded queue serves one process."""
+        return self.kind == "redis"
+
+
 @pytest.fixture(params=["redis", "embedded-sqlite", "embedded-postgres"])
-async def make_queue(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[MakeQueue]:
-    """Builds queues of one kind; queues built twice share their store, like two service processes would."""
-    made: list[JobQueue] = []
+async def make_queue(request: pytest.FixtureRequest, tmp_path, clock: ManualClock) -> AsyncIterator[MakeQueue]:
     engines = []
     if request.param == "redis":
         url = request.getfixturevalue("redis_url")
 
-        def build(lease_seconds: float = LEASE, max_attempts: int = 3) -> JobQueue:
-            made.append(RedisJobQueue(url, lease_seconds, max_attempts, prefix="test"))
-            return made[-1]
+        def build(lease_seconds: float, max_attempts: int, poll_seconds: float) -> JobQueue:
+            return WatchedRedisQueue(url, lease_seconds, max_attempts, clock, prefix="test", poll_seconds=poll_seconds)
 
     else:
         if request.param == "embedded-sqlite":
@@ -47,15 +107,26 @@ async def make_queue(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[
         engines.append(engine)
         QueueEntryRow.metadata.create_all(engine, tables=[QueueEntryRow.__table__])
 
-        def build(lease_seconds: float = LEASE, max_attempts: int = 3) -> JobQueue:
-            made.append(EmbeddedJobQueue(engine, lease_seconds, max_attempts))
-            return made[-1]
+        def build(lease_seconds: float, max_attempts: int, poll_seconds: float) -> JobQueue:
+            return WatchedEmbeddedQueue(engine, lease_seconds, max_attempts, clock, poll_seconds=poll_seconds)
 
-    yield build
-    for queue in made:
+    queues = MakeQueue(request.param, build)
+    yield queues
+    for queue in queues.made:
         await queue.close()
     for engine in engines:
         engine.dispose()
+
+
+async def waiting(claimant: asyncio.Task, queue: JobQueue) -> None:
+    """Return once `claimant` has looked in `queue`, found nothing and so waits. Call it right after
+    starting the claimant, before anything awaits."""
+    queue.looked_in_vain.clear()  # type: ignore[attr-defined]
+    looked = asyncio.create_task(queue.looked_in_vain.wait())  # type: ignore[attr-defined]
+    done, _ = await asyncio.wait({claimant, looked}, timeout=WOKEN_WITHIN, return_when=asyncio.FIRST_COMPLETED)
+    looked.cancel()
+    assert claimant not in done, f"the claim ended before it had to wait: {claimant.result()}"
+    assert looked in done, "the claimant never looked"
 
 
 async def test_claim_hands_each_job_once_in_order(make_queue: MakeQueue) -> None:
@@ -76,29 +147,35 @@ async def test_enqueue_twice_queues_once(make_queue: MakeQueue) -> None:
     assert await queue.claim(["any"], wait=0) is None
 
 
-async def test_claim_waits_for_a_job_and_wakes_when_one_arrives(make_queue: MakeQueue) -> None:
+async def test_an_empty_claim_waits_as_long_as_asked(make_queue: MakeQueue) -> None:
     queue = make_queue()
     started = time.monotonic()
     assert await queue.claim(["any"], wait=0.3) is None
     assert time.monotonic() - started >= 0.28
 
-    async def enqueue_later() -> None:
-        await asyncio.sleep(0.2)
-        await queue.enqueue("late")
 
-    started = time.monotonic()
-    claimed, _ = await asyncio.gather(queue.claim(["any"], wait=5), enqueue_later())
+async def test_a_waiting_claimant_is_woken_by_an_arrival(make_queue: MakeQueue) -> None:
+    queue = make_queue(poll_seconds=NEVER, lease_seconds=NEVER * 4)
+    claimant = asyncio.create_task(queue.claim(["any"], wait=NEVER))
+    await waiting(claimant, queue)
+
+    await queue.enqueue("late")
+
+    claimed = await asyncio.wait_for(claimant, WOKEN_WITHIN)
     assert isinstance(claimed, Lease) and claimed.job_id == "late"
-    assert time.monotonic() - started < 2
 
 
-async def test_a_lapsed_lease_goes_to_the_next_claimant_as_the_next_attempt(make_queue: MakeQueue) -> None:
+async def test_a_lapsed_lease_goes_to_the_next_claimant_as_the_next_attempt(
+    make_queue: MakeQueue, clock: ManualClock
+) -> None:
     queue = make_queue()
     await queue.enqueue("a")
     first = await queue.claim(["any"], wait=0)
     assert isinstance(first, Lease)
-    assert await queue.claim(["any"], wait=0) is None  # held, not lapsed
-    second = await queue.claim(["any"], wait=LEASE * 3)
+    clock.advance(LEASE - 1)
+    assert await queue.claim(["any"], wait=0) is None  # held, not lapsed yet
+    clock.advance(2)
+    second = await queue.claim(["any"], wait=0)
     assert isinstance(second, Lease)
     assert (second.job_id, second.attempt) == ("a", 2)
     assert second.token != first.token
@@ -106,41 +183,62 @@ async def test_a_lapsed_lease_goes_to_the_next_claimant_as_the_next_attempt(make
     assert await queue.renew(second)
 
 
-async def test_renewing_keeps_the_lease(make_queue: MakeQueue) -> None:
+async def test_renewing_keeps_the_lease_a_whole_lease_from_the_renewal(
+    make_queue: MakeQueue, clock: ManualClock
+) -> None:
     queue = make_queue()
     await queue.enqueue("a")
     lease = await queue.claim(["any"], wait=0)
     assert isinstance(lease, Lease)
-    for _ in range(4):
-        await asyncio.sleep(LEASE / 3)
+    for _ in range(4):  # well past the first deadline, renewing every two thirds of a lease
+        clock.advance(LEASE * 2 / 3)
         assert await queue.renew(lease)
+    clock.advance(LEASE - 1)
     assert await queue.claim(["any"], wait=0) is None
+    clock.advance(2)
+    taken_over = await queue.claim(["any"], wait=0)
+    assert isinstance(taken_over, Lease) and (taken_over.job_id, taken_over.attempt) == ("a", 2)
 
 
-async def test_attempts_are_bounded(make_queue: MakeQueue) -> None:
+async def test_only_the_holder_renews_or_releases(make_queue: MakeQueue) -> None:
+    queue, other_process = make_queue(), make_queue()
+    await queue.enqueue("a")
+    lease = await queue.claim(["any"], wait=0)
+    assert isinstance(lease, Lease)
+    forged = Lease("a", "not-the-token", lease.attempt)
+    assert not await other_process.renew(forged)
+    assert not await other_process.release(forged)
+    assert await other_process.renew(lease)  # the holder's token counts wherever it is shown
+    assert await other_process.claim(["any"], wait=0) is None
+
+
+async def test_attempts_are_bounded(make_queue: MakeQueue, clock: ManualClock) -> None:
     queue = make_queue(max_attempts=2)
     await queue.enqueue("a")
     await queue.enqueue("b")
     first = await queue.claim(["any"], wait=0)
     assert isinstance(first, Lease) and first.job_id == "a"
-    await asyncio.sleep(LEASE * 1.2)
+    clock.advance(LEASE + 1)
     second = await queue.claim(["any"], wait=0)
     assert isinstance(second, Lease) and (second.job_id, second.attempt) == ("a", 2)
-    await asyncio.sleep(LEASE * 1.2)
+    clock.advance(LEASE + 1)
     given_up = await queue.claim(["any"], wait=0)
     assert given_up == Exhausted("a", 2)
     other = await queue.claim(["any"], wait=0)
     assert isinstance(other, Lease) and other.job_id == "b"
     await queue.remove("b")
-    assert await queue.claim(["any"], wait=LEASE * 1.5) is None
+    clock.advance(LEASE + 1)
+    assert await queue.claim(["any"], wait=0) is None
 
 
-async def test_release_makes_the_job_claimable_without_counting_the_attempt(make_queue: MakeQueue) -> None:
+async def test_release_makes_the_job_claimable_without_counting_the_attempt(
+    make_queue: MakeQueue, clock: ManualClock
+) -> None:
     queue = make_queue()
     await queue.enqueue("a")
     first = await queue.claim(["any"], wait=0)
     assert isinstance(first, Lease)
-    await asyncio.sleep(LEASE * 1.2)
+    clock.advance(LEASE + 1)
     second = await queue.claim(["any"], wait=0)
     assert isinstance(second, Lease) and second.attempt == 2
     assert not await queue.release(first)  # not the holder any more
@@ -165,22 +263,21 @@ async def test_a_release_that_counts_the_attempt_exhausts_the_job_after_the_last
 
 
 async def test_release_wakes_a_waiting_claimant(make_queue: MakeQueue) -> None:
-    holder, waiter = make_queue(lease_seconds=30), make_queue(lease_seconds=30)
+    holder = make_queue(poll_seconds=NEVER, lease_seconds=NEVER * 4)
+    waiter = make_queue(poll_seconds=NEVER, lease_seconds=NEVER * 4) if make_queue.wakes_other_processes else holder
     await holder.enqueue("a")
     lease = await holder.claim(["any"], wait=0)
     assert isinstance(lease, Lease)
+    claimant = asyncio.create_task(waiter.claim(["any"], wait=NEVER))
+    await waiting(claimant, waiter)
 
-    async def release_later() -> None:
-        await asyncio.sleep(0.2)
-        assert await holder.release(lease)
+    assert await holder.release(lease)
 
-    started = time.monotonic()
-    claimed, _ = await asyncio.gather(waiter.claim(["any"], wait=5), release_later())
+    claimed = await asyncio.wait_for(claimant, WOKEN_WITHIN)
     assert isinstance(claimed, Lease) and claimed.job_id == "a"
-    assert time.monotonic() - started < 3
 
 
-async def test_removed_jobs_are_neither_claimable_nor_renewable(make_queue: MakeQueue) -> None:
+async def test_removed_jobs_are_neither_claimable_nor_renewable(make_queue: MakeQueue, clock: ManualClock) -> None:
     queue = make_queue()
     await queue.enqueue("queued")
     await queue.enqueue("held")
@@ -190,7 +287,8 @@ async def test_removed_jobs_are_neither_claimable_nor_renewable(make_queue: Make
     await queue.remove("held")
     assert not await queue.renew(held)
     assert not await queue.release(held)
-    assert await queue.claim(["any"], wait=LEASE * 1.5) is None
+    clock.advance(LEASE + 1)
+    assert await queue.claim(["any"], wait=0) is None
     await queue.remove("never-queued")
 
 
@@ -203,7 +301,7 @@ async def test_cuda_jobs_go_only_to_claimants_that_ask_for_cuda(make_queue: Make
 
 
 async def test_concurrent_claimants_never_share_a_job(make_queue: MakeQueue) -> None:
-    queues = [make_queue(lease_seconds=30) for _ in range(2)]
+    queues = [make_queue() for _ in range(2)]
     jobs = [f"job{i}" for i in range(6)]
     for job in jobs:
         await queues[0].enqueue(job)

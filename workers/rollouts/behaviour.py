@@ -4,15 +4,16 @@ Pendulum-v1: an energy-pumping swing-up with a PD catch near the top, made worse
 Gaussian torque noise and random actions ("medium"), or whole episodes of a good and of a poor
 policy side by side ("mixed", like D4RL's mixes of expert and random or early-training episodes:
 cloning averages the two, a value function picks the good one). CartPole-v1: a balancing rule
-with epsilon-random actions.
+with epsilon-random actions. LunarLander-v3 with continuous actions: Gymnasium's own landing heuristic,
+with the same two kinds of noise as the Pendulum swing-up.
 Episodes carry the environment's own ends: Pendulum only truncates (200-step limit), CartPole
-terminates when the pole falls.
+terminates when the pole falls, LunarLander terminates on landing or crashing (1000-step limit).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -31,6 +32,15 @@ PENDULUM_SPEC = DatasetSpec.model_validate(
 CARTPOLE_SPEC = DatasetSpec.model_validate(
     {"observation": {"shape": [4]}, "action": {"kind": "discrete", "n": 2}, "env_id": "CartPole-v1"}
 )
+LUNAR_LANDER_SPEC = DatasetSpec.model_validate(
+    {
+        "observation": {"shape": [8]},
+        "action": {"kind": "continuous", "shape": [2], "low": [-1.0, -1.0], "high": [1.0, 1.0]},
+        "env_id": "LunarLanderContinuous-v3",
+    }
+)
+LUNAR_LANDER_ENV = ("LunarLander-v3", {"continuous": True})
+"""Gymnasium's id and keyword arguments for LunarLander with continuous actions (main and side engine)."""
 
 # Pendulum-v1 dynamics: theta'' = 3g/(2l) sin(theta) + 3/(m l^2) u with g=10, m=l=1, theta=0 upright.
 _GRAVITY_TERM = 15.0
@@ -88,17 +98,44 @@ def cartpole_controller(random_action_probability: float) -> Controller:
     return act
 
 
+def lunar_lander_heuristic(observation: np.ndarray) -> np.ndarray:
+    """Gymnasium's `lunar_lander.heuristic` for continuous actions (it lands almost every time, about +280):
+    tilt towards the pad, hover at a height in proportion to the horizontal offset, and after touching
+    down only brake the fall. Action: [main engine, side engine], each in [-1, 1]."""
+    x, y, x_velocity, y_velocity, angle, angular_velocity, left_contact, right_contact = (float(v) for v in observation)
+    angle_target = float(np.clip(0.5 * x + 1.0 * x_velocity, -0.4, 0.4))
+    hover_target = 0.55 * abs(x)
+    angle_todo = 0.5 * (angle_target - angle) - 1.0 * angular_velocity
+    hover_todo = 0.5 * (hover_target - y) - 0.5 * y_velocity
+    if left_contact or right_contact:
+        angle_todo, hover_todo = 0.0, -0.5 * y_velocity
+    return np.clip(np.array([20.0 * hover_todo - 1.0, -20.0 * angle_todo], dtype=np.float32), -1.0, 1.0)
+
+
+def noisy_lunar_lander_controller(noise_std: float, random_action_probability: float) -> Controller:
+    """The landing heuristic plus Gaussian noise (clipped to the bounds); some steps uniformly random."""
+
+    def act(observation: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if rng.random() < random_action_probability:
+            return rng.uniform(-1.0, 1.0, 2).astype(np.float32)
+        action = lunar_lander_heuristic(observation) + noise_std * rng.standard_normal(2)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+    return act
+
+
 def rollout(
     env_id: str,
     controllers: list[Controller],
     episodes: int,
     seed: int,
     max_episode_steps: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> TransitionArrays:
     """`episodes` episodes (reset seeds seed, seed+1, ...), episode i driven by controllers[i % len]."""
     import gymnasium as gym
 
-    env = gym.make(env_id, max_episode_steps=max_episode_steps)
+    env = gym.make(env_id, max_episode_steps=max_episode_steps, **(env_kwargs or {}))
     rng = np.random.default_rng(seed)
     columns: dict[str, list] = {
         name: [] for name in ("observations", "actions", "rewards", "next_observations", "terminals", "truncateds")
@@ -159,3 +196,16 @@ def pendulum_dataset(kind: Literal["medium", "mixed"], episodes: int, seed: int)
 def cartpole_dataset(episodes: int, seed: int, random_action_probability: float = 0.2) -> TransitionArrays:
     """A CartPole-v1 dataset from the balancing rule with epsilon-random actions."""
     return rollout("CartPole-v1", [cartpole_controller(random_action_probability)], episodes, seed)
+
+
+def lunar_lander_dataset(episodes: int, seed: int) -> TransitionArrays:
+    """A LunarLander (continuous) dataset of mixed quality: episodes in turn from the heuristic with light
+    noise (std 0.2, 10% random actions), with heavy noise (std 0.5, 40% random) and from uniformly random
+    actions, so that policies from an expert down to random all find some of their actions in the data."""
+    controllers = [
+        noisy_lunar_lander_controller(noise_std=0.2, random_action_probability=0.1),
+        noisy_lunar_lander_controller(noise_std=0.5, random_action_probability=0.4),
+        noisy_lunar_lander_controller(noise_std=0.0, random_action_probability=1.0),
+    ]
+    env_id, env_kwargs = LUNAR_LANDER_ENV
+    return rollout(env_id, controllers, episodes, seed, env_kwargs=env_kwargs)
