@@ -7,7 +7,8 @@ step, truncated, collected by a policy). A batch row is one record, so gathering
 one place of one file rather than five. The folder is written under a temporary name and renamed
 whole, so a folder that exists is complete. `MappedTransitions` opens a version's folders with memory
 mapping and gathers rows by their index in the version; `streamed_normalisation` computes the same
-`Normalisation` as `Normalisation.from_arrays` (of the whole version or of masked rows), a chunk of rows at a time.
+`Normalisation` as `Normalisation.from_arrays` (of the whole version, or of the rows a mask keeps), a
+chunk of rows at a time.
 """
 
 from __future__ import annotations

@@ -244,7 +244,9 @@ def fit(
         normalisation = normalisation or Normalisation.from_arrays(training)
         algorithm = make_algorithm(algorithm_name, params, spec, normalisation, device, seed, total_steps=steps)
         replay = training_replay(training, normalisation, spec.action, algorithm.device, seed)
-    validation = None if held_out is None else validation_batch(data, held_out, normalisation, spec.action, algorithm.device, seed)
+    validation = None
+    if held_out is not None:
+        validation = validation_batch(data, held_out, normalisation, spec.action, algorithm.device, seed)
     try:
         if resume_from is not None:
             restore(algorithm, replay, resume_from)
