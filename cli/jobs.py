@@ -9,7 +9,17 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cli.errors import reports_errors, validation_message
-from cli.options import params_option, param_hints, parse_params, parse_version, service_option, token_option, version_option, watch_option
+from cli.options import (
+    param_hints,
+    params_option,
+    parse_params,
+    parse_version,
+    service_option,
+    split_options,
+    token_option,
+    version_option,
+    watch_option,
+)
 from cli.output import print_table
 from schemas.algorithms import ALGORITHM_PARAMS
 
@@ -36,6 +46,7 @@ POLL_SECONDS = 1.0
     type=click.FloatRange(0.0, 1.0),
     help="Share of every batch drawn from rows policies collected (the rest from logged rows); default: all rows alike.",
 )
+@split_options("training never sees them, and the job's metrics gain validation metrics on them")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["cpu", "cuda", "auto"]))
 @watch_option
 @reports_errors
@@ -50,6 +61,8 @@ def train(
     assignments: tuple[str, ...],
     parent: str | None,
     online_fraction: float | None,
+    validation_fraction: float | None,
+    split_seed: int,
     device: str,
     watch: bool,
 ) -> None:
@@ -64,6 +77,7 @@ def train(
         params=parse_params(assignments, ALGORITHM_PARAMS[algorithm]),
         parent_policy=parent,
         online_fraction=online_fraction,
+        split=None if validation_fraction is None else {"validation_fraction": validation_fraction, "seed": split_seed},
         device=device,
     )
     submit(service, token, job, watch)

@@ -7,7 +7,7 @@ import json
 import click
 
 from cli.errors import one_line, reports_errors
-from cli.options import data_file_option, memory_budget_option, param_hints, params_option, parse_params
+from cli.options import data_file_option, memory_budget_option, param_hints, params_option, parse_params, split_options
 from schemas.algorithms import ALGORITHM_PARAMS
 
 
@@ -19,6 +19,7 @@ from schemas.algorithms import ALGORITHM_PARAMS
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="folder for the policy files")
 @params_option
+@split_options("training never sees them, and metrics.jsonl gains validation metrics on them")
 @click.option("--env", "env_id", default=None, help="Gymnasium id to record on the card (default: the file's)")
 @click.option(
     "--threads",
@@ -35,6 +36,8 @@ def fit_command(
     device: str,
     out_dir: str,
     assignments: tuple[str, ...],
+    validation_fraction: float | None,
+    split_seed: int,
     env_id: str | None,
     threads: int | None,
     memory_budget: int | None,
@@ -65,6 +68,8 @@ def fit_command(
                 on_progress=on_progress,
                 env_id=env_id,
                 threads=threads,
+                validation_fraction=validation_fraction,
+                split_seed=split_seed,
                 memory_budget=memory_budget,
             )
         except Exception as error:

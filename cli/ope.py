@@ -8,7 +8,7 @@ import sys
 import click
 
 from cli.errors import one_line
-from cli.options import data_file_option
+from cli.options import data_file_option, split_options
 
 
 @click.command("ope")
@@ -17,8 +17,7 @@ from cli.options import data_file_option
 @click.option("--method", default="fqe", show_default=True, type=click.Choice(["fqe", "model"]), help="Fitted Q Evaluation, or rollouts in a learned dynamics ensemble")
 @click.option("--steps", default=None, type=click.IntRange(min=1), help="FQE gradient steps (default 20,000), or the model rollout horizon (default: the mean episode length)")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
-@click.option("--validation-fraction", default=None, type=click.FloatRange(0.0, 0.9, min_open=True), help="evaluate on this share of held-out episodes only")
-@click.option("--split-seed", default=0, show_default=True, type=click.IntRange(min=0), help="which episodes are held out")
+@split_options("the estimate uses those alone")
 @click.option("--discount", default=0.99, show_default=True, type=click.FloatRange(0.0, 1.0, max_open=True))
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
 @click.option("--env", "env_id", default=None, help="Gymnasium id to record (default: the file's); no environment is run")

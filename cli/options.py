@@ -38,6 +38,28 @@ data_file_option = click.option(
     help="transitions: Parquet, Arrow, NPZ or D4RL-layout HDF5 file, or a Minari dataset",
 )
 """A local file of transitions, for the commands that work without a service (fit, ope)."""
+MAX_VALIDATION_FRACTION = 0.9
+"""`schemas.splits.MAX_VALIDATION_FRACTION`, repeated (a test holds them equal): importing it loads numpy."""
+
+
+def split_options(held_out_use: str) -> Callable[[F], F]:
+    """`--validation-fraction F` and `--split-seed S`: whole episodes held out by the hash in `schemas.splits`
+    (the service's, so a local run and a job agree); `held_out_use` says what the command does with them."""
+
+    def decorate(command: F) -> F:
+        command = click.option(
+            "--split-seed", default=0, show_default=True, type=click.IntRange(min=0), help="which episodes are held out"
+        )(command)
+        return click.option(
+            "--validation-fraction",
+            default=None,
+            type=click.FloatRange(0.0, MAX_VALIDATION_FRACTION, min_open=True),
+            help=f"hold out this share of the episodes: {held_out_use}",
+        )(command)
+
+    return decorate
+
+
 params_option = click.option(
     "--param", "-p", "assignments", multiple=True, metavar="KEY=VALUE", help="An algorithm parameter (repeatable), e.g. -p hidden_sizes=64,64."
 )

@@ -8,7 +8,7 @@ import click
 
 from cli.errors import reports_errors
 from cli.jobs import submit, validated_job
-from cli.options import parse_version, service_option, token_option, version_option, watch_option
+from cli.options import parse_version, service_option, split_options, token_option, version_option, watch_option
 from cli.output import print_table
 
 
@@ -59,8 +59,7 @@ def policies_show(obj: dict[str, Any], policy_id: str) -> None:
     help="run it in the dataset's environment, or estimate its return from logged episodes (no environment)",
 )
 @version_option
-@click.option("--validation-fraction", default=None, type=click.FloatRange(0.0, 0.9, min_open=True), help="fqe/model: estimate on this share of held-out episodes only")
-@click.option("--split-seed", default=0, show_default=True, type=click.IntRange(min=0), help="which episodes are held out")
+@split_options("fqe/model: the estimate uses those alone")
 @click.option("--steps", default=None, type=click.IntRange(min=1), help="fqe: gradient steps (default 20,000); model: rollout horizon")
 @click.option("--discount", default=0.99, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True))
 @click.option("--episodes", default=10, show_default=True, type=click.IntRange(min=1), help="env: episodes to run")

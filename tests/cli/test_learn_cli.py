@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workers.algos.data import arrays_to_arrow
+from schemas.splits import Split, held_out
+from tests.factories import random_transitions
+from workers.algos.data import Normalisation, arrays_to_arrow
 from workers.files.d4rl import write_hdf5
 from workers.files.parquet import write_parquet
 from workers.rollouts.behaviour import PENDULUM_SPEC, pendulum_dataset
@@ -151,6 +153,47 @@ def test_a_mismatched_environment_and_a_bad_list_param_are_one_line(data_files, 
     assert bad_list.stderr.strip().endswith("hidden_sizes: expected a list of integers, e.g. -p hidden_sizes=64,64")
     for result in (mismatched, unknown_env, bad_list):
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("budget", [(), ("--memory-budget", "1")], ids=["resident", "streamed"])
+def test_fit_holds_out_episodes_and_logs_validation_metrics(tmp_path, budget) -> None:
+    arrays = random_transitions(PENDULUM_SPEC, rows=400, episode_length=50)  # 8 episodes
+    data = tmp_path / "logged.parquet"
+    write_parquet(arrays_to_arrow(arrays, PENDULUM_SPEC), data, PENDULUM_SPEC)
+    ids = np.arange(8)
+    seed = next(seed for seed in range(100) if 2 <= held_out(ids, Split(validation_fraction=0.5, seed=seed)).sum() <= 6)
+    held = held_out(arrays.episode_ids, Split(validation_fraction=0.5, seed=seed))
+    out = tmp_path / "policy"
+    fitted = run("fit", "-a", "iql", "--data", str(data), "--steps", "20", "--out", str(out), "--validation-fraction", "0.5",
+                 "--split-seed", str(seed), *budget, *SMALL)
+    assert fitted.returncode == 0, fitted.stderr[-3000:]
+    assert json.loads(fitted.stdout)["streamed"] is bool(budget)
+
+    expected = {"validation_fraction": 0.5, "seed": seed, "held_out_episodes": int(held.sum()) // 50, "held_out_rows": int(held.sum())}
+    card = json.loads((out / "card.json").read_text())
+    assert card["split"] == expected and json.loads(fitted.stdout)["split"] == expected
+    assert card["rows"] == 400 - expected["held_out_rows"]
+    # the normalisation is the training rows' alone
+    training_mean = Normalisation.from_arrays(arrays.subset(~held)).observation_mean
+    np.testing.assert_allclose(card["normalisation"]["observation_mean"], training_mean, rtol=1e-6)
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) >= 2 and lines[-1]["step"] == 20
+    for line in lines:
+        for name in ("validation/td_error", "validation/log_likelihood", "validation/value_mean"):
+            assert np.isfinite(line[name]), (name, line)
+        assert "critic_loss" in line  # beside the training losses
+
+
+def test_fit_refuses_a_split_that_holds_out_nothing(data_files, tmp_path) -> None:
+    # two episodes: find a seed whose 10% holds out neither
+    seed = next(seed for seed in range(100) if not held_out(np.arange(2), Split(validation_fraction=0.1, seed=seed)).any())
+    refused = run("fit", "-a", "bc", "--data", str(data_files["parquet"]), "--steps", "5", "--out", str(tmp_path / "p"),
+                  "--validation-fraction", "0.1", "--split-seed", str(seed))
+    assert refused.returncode == 1 and "holds out no episode" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "p").exists()
+    too_many = run("fit", "-a", "bc", "--data", str(data_files["parquet"]), "--steps", "5", "--out", str(tmp_path / "q"),
+                   "--validation-fraction", "0.95")
+    assert too_many.returncode == 2 and "--validation-fraction" in too_many.stderr
 
 
 def test_fit_over_its_memory_budget_streams_and_a_bad_budget_is_refused(data_files, tmp_path) -> None:

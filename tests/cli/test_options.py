@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 import pytest
 
-from cli.options import ByteSize, parse_params, parse_shape, parse_version
+from cli.options import MAX_VALIDATION_FRACTION, ByteSize, parse_params, parse_shape, parse_version
+from schemas import splits
 
 
 def test_parse_params_reads_json_values_and_falls_back_to_text() -> None:
@@ -94,6 +95,10 @@ def test_the_token_comes_from_a_file_or_the_environment_and_argv_warns(tmp_path,
     (tmp_path / "empty").write_text("\n")
     empty = run("--token-file", str(tmp_path / "empty"))
     assert empty.exit_code == 2 and "is empty" in empty.stderr
+
+
+def test_the_split_option_allows_what_a_split_does() -> None:
+    assert MAX_VALIDATION_FRACTION == splits.MAX_VALIDATION_FRACTION
 
 
 def test_sizes_take_decimal_and_binary_units() -> None:

@@ -28,8 +28,10 @@ from workers.algos.nets import (
     DeployedPolicy,
     GaussianActor,
     adam,
+    behaviour_fit,
     behaviour_loss,
     compile_update,
+    ensemble_td_loss,
     frozen_copy,
     soft_update_,
 )
@@ -69,14 +71,18 @@ class AWAC(OfflineAlgorithm):
         self.register("critic_optimiser", "actor_optimiser")
         self._update = compile_update(self._update_step, device, compiled)
 
+    @torch.no_grad()
+    def _critic_target(self, batch: Batch) -> torch.Tensor:
+        """r + gamma min Q_target(s', a'), a' ~ pi(.|s'): [B]."""
+        next_actions = self.actor.sample(batch.next_observations)
+        next_q = self.target_critic(batch.next_observations, next_actions).min(0).values
+        # Only a terminal stops bootstrapping; a truncated row still bootstraps from s'.
+        return batch.rewards + self.params.gamma * (1.0 - batch.terminals) * next_q
+
     def _update_critic(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
-            next_actions = self.actor.sample(batch.next_observations)
-            next_q = self.target_critic(batch.next_observations, next_actions).min(0).values
-            # Only a terminal stops bootstrapping; a truncated row still bootstraps from s'.
-            target = batch.rewards + self.params.gamma * (1.0 - batch.terminals) * next_q
+        target = self._critic_target(batch)
         q = self.critic(batch.observations, batch.actions)
-        loss = (q - target.unsqueeze(0)).square().mean(1).sum()
+        loss = ensemble_td_loss(q, target)
         self.critic_optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self.critic_optimiser.step()
@@ -115,6 +121,16 @@ class AWAC(OfflineAlgorithm):
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         return self._update(batch)
+
+    def validation_metrics(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The critic's TD loss, the actor's log-density of the batch's actions, and the value of the
+        deployed (mean) action by the critics' minimum."""
+        q = self.critic(batch.observations, batch.actions)
+        return {
+            "td_error": ensemble_td_loss(q, self._critic_target(batch)),
+            **behaviour_fit(self.actor, batch.observations, batch.actions),
+            "value_mean": self.critic(batch.observations, self.actor(batch.observations)).min(0).values.mean(),
+        }
 
     def policy(self) -> nn.Module:
         return DeployedPolicy(self.actor, self.spec, self.normalisation)

@@ -2,8 +2,9 @@
 
 Algorithm files (iql.py, cql.py, combo.py, awac.py, bc.py) subclass `OfflineAlgorithm` and `register` the
 attributes holding their networks, target networks, optimisers, schedules and learnable scalars once;
-`state_dict`, `load_state_dict` and `optimisers` are built from that registry. The training loop,
-export and the workers only use this interface.
+`state_dict`, `load_state_dict` and `optimisers` are built from that registry. Each also measures how
+well its networks explain held-out transitions (`validation_metrics`). The training loop, export and
+the workers only use this interface.
 """
 
 from __future__ import annotations
@@ -115,6 +116,17 @@ class OfflineAlgorithm(ABC):
     @abstractmethod
     def update(self, batch: Any) -> dict[str, torch.Tensor]:
         """One gradient step on a batch; returns detached scalar metrics."""
+
+    @abstractmethod
+    def validation_metrics(self, batch: Any) -> dict[str, torch.Tensor]:
+        """How well the networks explain held-out transitions (a batch like `update`'s), as scalar tensors.
+
+        The names, where the algorithm has the network: `td_error` (the critic's TD loss on the batch,
+        computed as the training `critic_loss` is), `log_likelihood` (mean log-density of the batch's
+        actions under the actor, in the actor's action space) or `action_squared_error` for a
+        deterministic actor, and `value_mean` (the mean value estimate at the batch's states). The caller
+        runs it under `torch.no_grad()` with torch's RNG forked, so measuring never changes training.
+        """
 
     @abstractmethod
     def policy(self) -> nn.Module:

@@ -19,6 +19,7 @@ from workers.algos.nets import (
     DeterministicActor,
     GaussianActor,
     adam,
+    behaviour_fit,
     behaviour_loss,
     compile_update,
 )
@@ -54,6 +55,10 @@ class BC(OfflineAlgorithm):
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         return self._update(batch)
+
+    def validation_metrics(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The actor's fit to the batch's actions only: BC has no critic, so no TD error and no value."""
+        return behaviour_fit(self.actor, batch.observations, batch.actions)
 
     def policy(self) -> nn.Module:
         return DeployedPolicy(self.actor, self.spec, self.normalisation)

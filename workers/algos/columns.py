@@ -7,7 +7,8 @@ step, truncated, collected by a policy). A batch row is one record, so gathering
 one place of one file rather than five. The folder is written under a temporary name and renamed
 whole, so a folder that exists is complete. `MappedTransitions` opens a version's folders with memory
 mapping and gathers rows by their index in the version; `streamed_normalisation` computes the same
-`Normalisation` as `Normalisation.from_arrays`, a chunk of rows at a time.
+`Normalisation` as `Normalisation.from_arrays` (of the whole version, or of the rows a mask keeps), a
+chunk of rows at a time.
 """
 
 from __future__ import annotations
@@ -165,16 +166,28 @@ class MappedTransitions:
         return np.concatenate([np.asarray(part[name]) for part in self.episodes]) if self.episodes else np.empty(0)
 
 
-def streamed_normalisation(data: MappedTransitions, chunk_rows: int = READ_ROWS) -> Normalisation:
-    """`Normalisation.from_arrays` of the whole version, computed `chunk_rows` rows at a time (Chan's
-    parallel mean and variance, per-episode sums merged across chunks)."""
-    if len(data) == 0:
+def streamed_normalisation(
+    data: MappedTransitions, chunk_rows: int = READ_ROWS, rows: np.ndarray | None = None
+) -> Normalisation:
+    """`Normalisation.from_arrays` of the whole version, or of the rows the boolean mask `rows` marks (a
+    training split), computed `chunk_rows` rows at a time (Chan's parallel mean and variance, per-episode
+    sums merged across chunks)."""
+    if rows is not None and len(rows) != len(data):
+        raise ValueError(f"the row mask has {len(rows)} entries for a version of {len(data)} rows")
+    if (len(data) if rows is None else int(rows.sum())) == 0:
         raise ValueError("the dataset has no transitions to compute statistics from")
     observations = _Moments()
     rewards = _Moments()
     largest_reward = 0.0
     episodes = _EpisodeSums()
+    start = 0
     for chunk in data.chunks(chunk_rows):
+        stop = start + len(chunk)
+        if rows is not None:
+            chunk = chunk.subset(rows[start:stop])
+        start = stop
+        if len(chunk) == 0:
+            continue
         observations.add(chunk.observations.astype(np.float64))
         chunk_rewards = chunk.rewards.astype(np.float64)
         rewards.add(chunk_rewards[:, None])

@@ -27,6 +27,7 @@ from workers.algos.nets import (
     TanhGaussianActor,
     adam,
     compile_update,
+    ensemble_td_loss,
     frozen_copy,
     soft_update_,
 )
@@ -147,10 +148,13 @@ class CQL(OfflineAlgorithm):
 
     # discrete actions: Q-learning + CQL(H)
 
+    @torch.no_grad()
+    def _discrete_target(self, batch: Batch) -> torch.Tensor:
+        next_q = self.target_critic(batch.next_observations).min(0).values.max(-1).values
+        return batch.rewards + self.params.gamma * (1.0 - batch.terminals) * next_q
+
     def _discrete_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
-            next_q = self.target_critic(batch.next_observations).min(0).values.max(-1).values
-            target = batch.rewards + self.params.gamma * (1.0 - batch.terminals) * next_q
+        target = self._discrete_target(batch)
         q_all = self.critic(batch.observations)
         index = batch.actions.view(1, -1, 1).expand(q_all.shape[0], -1, 1)
         q_data = q_all.gather(-1, index).squeeze(-1)
@@ -176,7 +180,7 @@ class CQL(OfflineAlgorithm):
             self.lagrange_optimiser.step()
             metrics["lagrange_multiplier"] = self.log_lagrange_multiplier.detach().exp()
         weight = self._conservative_weight().detach()
-        td_loss = (q_data - target.unsqueeze(0)).square().mean(-1).sum()
+        td_loss = ensemble_td_loss(q_data, target)
         conservative_loss = weight * (gap - (threshold or 0.0)).sum()
         loss = td_loss + conservative_loss
         self.critic_optimiser.zero_grad(set_to_none=True)
@@ -193,6 +197,27 @@ class CQL(OfflineAlgorithm):
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         return self._update(batch)
+
+    def validation_metrics(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The critic's TD loss (without the conservative term) and the value of the deployed policy's action
+        (the critics' minimum); continuous: the actor's log-density of the batch's actions; discrete, where
+        the greedy policy has no density: `action_agreement`, the share of rows whose action it takes."""
+        if self.discrete:
+            q_all = self.critic(batch.observations)
+            q_data = q_all.gather(-1, batch.actions.view(1, -1, 1).expand(q_all.shape[0], -1, 1)).squeeze(-1)
+            greedy = q_all.mean(0).argmax(-1)
+            return {
+                "td_error": ensemble_td_loss(q_data, self._discrete_target(batch)),
+                "action_agreement": (greedy == batch.actions).float().mean(),
+                "value_mean": q_all.min(0).values.gather(-1, greedy.unsqueeze(-1)).mean(),
+            }
+        target = self._soft_target(batch, self.log_entropy_temperature.exp())
+        q_data = self.critic(batch.observations, batch.actions)
+        return {
+            "td_error": ensemble_td_loss(q_data, target),
+            "log_likelihood": self.actor.log_prob(batch.observations, batch.actions).mean(),
+            "value_mean": self.critic(batch.observations, self.actor(batch.observations)).min(0).values.mean(),
+        }
 
     def policy(self) -> nn.Module:
         head = MeanQHead(self.critic) if self.discrete else self.actor

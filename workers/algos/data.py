@@ -1,5 +1,6 @@
-"""The training arrays (`TransitionArrays`), how they come from Arrow tables and go to the device, and the
-normalisation fixed before training (`Normalisation`).
+"""The training arrays (`TransitionArrays`), how they come from Arrow tables and go to the device, how a
+card records the episodes a split held out (`split_summary`), and the normalisation fixed before
+training (`Normalisation`).
 
 Reward scale. Users' rewards come at any scale, and only a positive factor keeps the task the same
 (an offset changes what a terminal is worth), so rewards are multiplied, never shifted. The factor
@@ -23,6 +24,7 @@ import pyarrow.compute as pc
 import torch
 
 from schemas.dataset import ContinuousActionSpec, DatasetSpec
+from schemas.splits import Split
 from schemas.transition import POLICY_SOURCE_PREFIX, transition_schema
 
 OBSERVATION_STD_FLOOR = 1e-3
@@ -53,6 +55,13 @@ class TransitionArrays:
     def from_arrow(cls, table: pa.Table) -> TransitionArrays:
         """From a `pyarrow.Table` with DESIGN's transition columns (`arrays_from_arrow`)."""
         return arrays_from_arrow(table)
+
+
+def split_summary(split: Split, held_out_episode_ids: np.ndarray) -> dict[str, Any]:
+    """The split as a card and a job's result record it: fraction, seed, held-out episode and row counts
+    (from the episode ids of the held-out rows)."""
+    held = {"held_out_episodes": len(np.unique(held_out_episode_ids)), "held_out_rows": len(held_out_episode_ids)}
+    return split.model_dump(mode="json") | held
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,10 @@ from workers.algos.nets import (
     GaussianActor,
     ValueNetwork,
     adam,
+    behaviour_fit,
     behaviour_loss,
     compile_update,
+    ensemble_td_loss,
     frozen_copy,
     soft_update_,
 )
@@ -95,13 +97,15 @@ class IQL(OfflineAlgorithm):
         self.value_optimiser.step()
         return loss.detach(), advantage.detach()
 
+    def _critic_target(self, batch: Batch) -> torch.Tensor:
+        """r + gamma V(s'): [B]. Only a terminal stops bootstrapping; a truncated row still bootstraps from s'."""
+        return batch.rewards + self.params.gamma * (1.0 - batch.terminals) * self.value(batch.next_observations)
+
     def _update_critic(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
-            next_value = self.value(batch.next_observations)
-            # Only a terminal stops bootstrapping; a truncated row still bootstraps from s'.
-            target = batch.rewards + self.params.gamma * (1.0 - batch.terminals) * next_value
+            target = self._critic_target(batch)
         q = self._q_of_batch(self.critic, batch.observations, batch.actions)
-        loss = (q - target.unsqueeze(0)).square().mean(1).sum()
+        loss = ensemble_td_loss(q, target)
         self.critic_optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self.critic_optimiser.step()
@@ -133,6 +137,15 @@ class IQL(OfflineAlgorithm):
         if self.actor_schedule is not None:
             self.actor_schedule.step()
         return metrics
+
+    def validation_metrics(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The critic's TD loss, the actor's fit to the batch's actions, and V(s) as the value estimate."""
+        q = self._q_of_batch(self.critic, batch.observations, batch.actions)
+        return {
+            "td_error": ensemble_td_loss(q, self._critic_target(batch)),
+            **behaviour_fit(self.actor, batch.observations, batch.actions),
+            "value_mean": self.value(batch.observations).mean(),
+        }
 
     def policy(self) -> nn.Module:
         return DeployedPolicy(self.actor, self.spec, self.normalisation)

@@ -253,6 +253,21 @@ def behaviour_loss(
     return per_sample.mean() if reduction == "mean" else per_sample
 
 
+def behaviour_fit(actor: nn.Module, observations: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+    """How well `actor` explains the actions, for validation: `log_likelihood` (mean log-probability of a
+    categorical actor, mean log-density of a Gaussian one) or, for a deterministic actor, which has no
+    density, `action_squared_error` (mean over rows of the squared distance, actions scaled to [-1, 1])."""
+    loss = behaviour_loss(actor, observations, actions, reduction="mean")
+    if isinstance(actor, (CategoricalActor, GaussianActor)):
+        return {"log_likelihood": -loss}
+    return {"action_squared_error": loss}
+
+
+def ensemble_td_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Each member's mean squared TD error, summed over the members: Q [E, B] against the target [B]."""
+    return (q - target.unsqueeze(0)).square().mean(-1).sum()
+
+
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
     """Element-wise log N(x; mean, exp(log_std))."""
     return -0.5 * ((x - mean) * torch.exp(-log_std)) ** 2 - log_std - 0.5 * math.log(2.0 * math.pi)

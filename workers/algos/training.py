@@ -3,7 +3,9 @@
 The only host synchronisation is in the progress report (every `progress_every` steps), where the
 window's mean metrics are read back at once. A checkpoint holds the algorithm's state, the sampler's
 generator and torch's global RNG, so training resumed from one repeats the uninterrupted run exactly
-(bit for bit on CPU).
+(bit for bit on CPU). Given held-out transitions, each report also carries the algorithm's
+`validation_metrics` on a fixed sample of them, as `validation/<name>`, measured with torch's RNG forked
+so that a run with validation trains exactly as one without.
 """
 
 from __future__ import annotations
@@ -13,21 +15,26 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from pydantic import BaseModel
 
 from schemas.algorithms import ALGORITHM_PARAMS
-from schemas.dataset import DatasetSpec
+from schemas.dataset import ActionSpec, DatasetSpec
 from workers.algos import ALGORITHMS
 from workers.algos.base import OfflineAlgorithm
 from workers.algos.columns import MappedTransitions, streamed_normalisation
 from workers.algos.data import Normalisation, TransitionArrays
-from workers.algos.replay import Replay, SamplingMismatch, training_replay
+from workers.algos.replay import Batch, Replay, SamplingMismatch, normalise_arrays, training_replay
 from workers.algos.streaming import close_replay, streaming_replay
 
 CHECKPOINT_FORMAT = 1
 PRECISIONS = ("float32", "bfloat16")
 """`train`'s `precision`: float32 throughout, or bfloat16 mixed precision (autocast; see `train`)."""
+
+VALIDATION_ROWS = 2048
+"""Held-out rows measured at every report at most: a fixed sample, so the curve moves with the networks only."""
+VALIDATION_PREFIX = "validation/"
 
 ProgressCallback = Callable[[int, dict[str, float]], None]
 """Called with (steps done, mean of each metric since the last report)."""
@@ -97,6 +104,34 @@ def restore(algorithm: OfflineAlgorithm, replay: Replay, state: Mapping[str, Any
         torch.cuda.set_rng_state(state["cuda_rng"], algorithm.device)
 
 
+def validation_batch(
+    data: TransitionArrays | MappedTransitions,
+    held_out: np.ndarray,
+    normalisation: Normalisation,
+    action_spec: ActionSpec,
+    device: torch.device,
+    seed: int,
+    rows: int = VALIDATION_ROWS,
+) -> Batch | None:
+    """At most `rows` of the rows of `data` that the mask `held_out` marks (a sample fixed by `seed`),
+    normalised on `device`; None when it marks none. Mapped columns give only the sampled rows."""
+    index = np.flatnonzero(held_out)
+    if len(index) == 0:
+        return None
+    if len(index) > rows:
+        index = np.sort(np.random.default_rng(seed).choice(index, rows, replace=False))
+    sample = data.gather(index) if isinstance(data, MappedTransitions) else data.subset(index)
+    return normalise_arrays(sample, normalisation, action_spec, device)
+
+
+def validation_measures(algorithm: OfflineAlgorithm, batch: Batch) -> dict[str, torch.Tensor]:
+    """`algorithm.validation_metrics` on `batch`, named `validation/<name>`, leaving torch's RNG as it was."""
+    devices = [algorithm.device] if algorithm.device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        measured = algorithm.validation_metrics(batch)
+    return {VALIDATION_PREFIX + name: value for name, value in measured.items()}
+
+
 def train(
     algorithm: OfflineAlgorithm,
     replay: Replay,
@@ -110,6 +145,7 @@ def train(
     on_checkpoint: CheckpointCallback | None = None,
     checkpoint_every: int | None = None,
     precision: str = "float32",
+    validation: Batch | None = None,
 ) -> TrainingResult:
     """Update until `algorithm.step` reaches `steps` (resume by `restore` first).
 
@@ -119,6 +155,8 @@ def train(
     `precision="bfloat16"` runs each update under bfloat16 autocast: matrix products in bfloat16
     (AMX on recent Xeons, tensor cores on GPUs), parameters, optimiser state and losses of mixed
     inputs in float32. Opt-in: faster, but Q values carry about three significant digits.
+    With `validation` (held-out rows, e.g. from `validation_batch`), every report adds the algorithm's
+    validation metrics on them (`validation_measures`) to the window's means.
     """
     if steps < 0 or batch_size < 1 or progress_every < 1:
         raise ValueError("steps must be >= 0, batch_size and progress_every >= 1")
@@ -139,8 +177,11 @@ def train(
     def report() -> None:
         nonlocal sums, window, last
         if window:
-            names = list(sums)
-            values = (torch.stack([sums[name] for name in names]) / window).tolist()
+            means = {name: total / window for name, total in sums.items()}
+            if validation is not None:
+                means |= validation_measures(algorithm, validation)
+            names = list(means)
+            values = torch.stack([means[name].to(torch.float32) for name in names]).tolist()
             last = dict(zip(names, values))
             if on_progress is not None:
                 on_progress(algorithm.step, last)
@@ -181,28 +222,37 @@ def fit(
     params: Mapping[str, Any] | BaseModel | None = None,
     normalisation: Normalisation | None = None,
     resume_from: Mapping[str, Any] | None = None,
+    held_out: np.ndarray | None = None,
     **loop: Any,
 ) -> tuple[OfflineAlgorithm, TrainingResult]:
     """Train `algorithm_name` on `data` from scratch (or from `resume_from`); `loop` goes to `train`.
 
     Normalisation comes from the data unless given (e.g. from the version's statistics). Mapped
-    columns (a version larger than the memory budget) are streamed (see `streaming`).
+    columns (a version larger than the memory budget) are streamed (see `streaming`). `held_out`, a
+    boolean mask over the rows of `data` (see `schemas.splits.held_out`), marks rows that are never
+    trained on nor in the normalisation; the reports measure them.
     """
+    training_rows = None if held_out is None else ~held_out
     if isinstance(data, MappedTransitions):
         refuse_streaming(algorithm_name)
-        normalisation = normalisation or streamed_normalisation(data)
+        normalisation = normalisation or streamed_normalisation(data, rows=training_rows)
         algorithm = make_algorithm(algorithm_name, params, spec, normalisation, device, seed, total_steps=steps)
-        replay = streaming_replay(data, normalisation, spec.action, algorithm.device, seed)
+        replay: Replay = streaming_replay(data, normalisation, spec.action, algorithm.device, seed, rows=training_rows)
+        training = None
     else:
-        normalisation = normalisation or Normalisation.from_arrays(data)
+        training = data if training_rows is None else data.subset(training_rows)
+        normalisation = normalisation or Normalisation.from_arrays(training)
         algorithm = make_algorithm(algorithm_name, params, spec, normalisation, device, seed, total_steps=steps)
-        replay = training_replay(data, normalisation, spec.action, algorithm.device, seed)
+        replay = training_replay(training, normalisation, spec.action, algorithm.device, seed)
+    validation = None
+    if held_out is not None:
+        validation = validation_batch(data, held_out, normalisation, spec.action, algorithm.device, seed)
     try:
         if resume_from is not None:
             restore(algorithm, replay, resume_from)
-        elif isinstance(data, TransitionArrays):
-            algorithm.prepare(data)
-        result = train(algorithm, replay, steps, algorithm.params.batch_size, **loop)
+        elif training is not None:
+            algorithm.prepare(training)
+        result = train(algorithm, replay, steps, algorithm.params.batch_size, validation=validation, **loop)
     finally:
         close_replay(replay)
     return algorithm, result

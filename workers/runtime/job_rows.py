@@ -23,9 +23,9 @@ from schemas.jobs import JobPublic
 from workers.algos.base import OfflineAlgorithm, PreparedParts
 from workers.algos.columns import MappedTransitions, parquet_to_columns, streamed_normalisation
 from workers.algos.data import Normalisation, TransitionArrays, collected_by_policy
-from workers.algos.replay import Replay, training_replay
+from workers.algos.replay import Batch, Replay, training_replay
 from workers.algos.streaming import device_row_bytes, should_stream, streaming_replay
-from workers.algos.training import refuse_streaming
+from workers.algos.training import refuse_streaming, validation_batch
 from workers.client import ReplaybankClient
 
 log = logging.getLogger("replaybank.worker")
@@ -54,11 +54,12 @@ class JobRows:
     def streamed(self) -> bool:
         return self.mapped is not None
 
-    def normalisation(self) -> Normalisation:
+    def normalisation(self, rows: np.ndarray | None = None) -> Normalisation:
+        """The version's normalisation, or that of the rows the boolean mask `rows` marks (a training split)."""
         if self.mapped is not None:
-            return streamed_normalisation(self.mapped)
+            return streamed_normalisation(self.mapped, rows=rows)
         assert self.arrays is not None
-        return Normalisation.from_arrays(self.arrays)
+        return Normalisation.from_arrays(self.arrays if rows is None else self.arrays.subset(rows))
 
     def replay(
         self,
@@ -86,9 +87,21 @@ class JobRows:
         assert self.arrays is not None
         return self.arrays.episode_ids
 
-    def prepare(self, algorithm: OfflineAlgorithm, parts: PreparedParts) -> dict[str, str]:
-        """`algorithm.prepare` on the resident arrays (algorithms that stream prepare nothing from the data)."""
-        return algorithm.prepare(self.arrays, parts) if self.arrays is not None else {}
+    def validation(
+        self, held_out: np.ndarray, normalisation: Normalisation, action_spec: ActionSpec, device: torch.device, seed: int
+    ) -> Batch | None:
+        """The fixed sample of held-out rows (the mask `held_out`) every report measures (`training.validation_batch`);
+        streamed, only the sampled rows are gathered from the mapped columns."""
+        data = self.mapped if self.mapped is not None else self.arrays
+        assert data is not None
+        return validation_batch(data, held_out, normalisation, action_spec, device, seed)
+
+    def prepare(self, algorithm: OfflineAlgorithm, parts: PreparedParts, rows: np.ndarray | None = None) -> dict[str, str]:
+        """`algorithm.prepare` on the resident arrays, or the rows the mask `rows` marks (algorithms that
+        stream prepare nothing from the data)."""
+        if self.arrays is None:
+            return {}
+        return algorithm.prepare(self.arrays if rows is None else self.arrays.subset(rows), parts)
 
     def describe(self) -> dict[str, Any]:
         """For the job's result: whether it streamed, and the estimate against the budget."""

@@ -4,11 +4,14 @@ Training checkpoints to the service every `checkpoint_seconds` (and when the wor
 re-claimed after a crash resumes from its last checkpoint. A job with a parent policy fine-tunes it
 (`start_from_parent`); COMBO reuses the dynamics model stored for the dataset version. Training
 takes its thread count from a `ThreadTuner` within the worker's share of the cores (or `--threads`).
+A job with a split trains on its training episodes alone (normalisation included) and reports validation
+metrics on the held-out ones; its card and result say how many it held out.
 A policy whose evaluation cannot run is still kept, its card saying why it was not evaluated.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -25,12 +28,12 @@ import torch
 from schemas.dataset import DatasetSpec
 from schemas.jobs import JobComplete, JobPublic
 from schemas.policies import POLICY_FILES
+from schemas.splits import held_out
 from workers.algos.base import OfflineAlgorithm
-from workers.algos.data import Normalisation
+from workers.algos.data import Normalisation, split_summary
 from workers.algos.export import export_policy
 from workers.algos.streaming import close_replay
 from workers.algos.training import make_algorithm, restore, train
-from workers.client import ReplaybankClient
 from workers.rollouts.evaluate import evaluate
 from workers.runtime.job_rows import pull_job_rows
 from workers.runtime.session import JobSession
@@ -50,6 +53,13 @@ def run_train(session: JobSession, host: Host, options: WorkerOptions) -> JobCom
     torch.set_num_threads(options.threads or host.cores.threads())
     spec = session.dataset_spec()
     rows = pull_job_rows(client, job, spec, options.memory_budget)
+    held: np.ndarray | None = None
+    split: dict[str, Any] | None = None
+    if job.split is not None:
+        episode_ids = rows.episode_ids()
+        held = held_out(episode_ids, job.split)
+        split = split_summary(job.split, episode_ids[held])
+    training_rows = None if held is None else ~held
     session.raise_if_stopped()
 
     parent_state: dict[str, Any] | None = None
@@ -60,9 +70,10 @@ def run_train(session: JobSession, host: Host, options: WorkerOptions) -> JobCom
         # weights_only: what comes over the network is loaded as tensors and numbers, never as code
         parent_state = torch.load(io.BytesIO(client.policy_artifact(parent.id, "state")), map_location=run_device, weights_only=True)
     else:
-        normalisation = rows.normalisation()
+        normalisation = rows.normalisation(training_rows)
     algorithm = make_algorithm(job.algorithm, job.params, spec, normalisation, run_device, job.seed, total_steps=job.steps)
-    replay = rows.replay(normalisation, spec.action, algorithm.device, job.seed, job.online_fraction)
+    replay = rows.replay(normalisation, spec.action, algorithm.device, job.seed, job.online_fraction, rows=training_rows)
+    validation = None if held is None else rows.validation(held, normalisation, spec.action, algorithm.device, job.seed)
 
     saved = client.get_checkpoint(job.id)
     prepared: dict[str, str] = {}
@@ -74,7 +85,7 @@ def run_train(session: JobSession, host: Host, options: WorkerOptions) -> JobCom
         resumed_step = 0
         if parent_state is not None:
             start_from_parent(algorithm, parent_state)
-        prepared = rows.prepare(algorithm, StoredParts(session))
+        prepared = rows.prepare(algorithm, StoredParts(session), training_rows)
     start = time.monotonic()
     last_checkpoint = time.monotonic()
 
@@ -104,13 +115,17 @@ def run_train(session: JobSession, host: Host, options: WorkerOptions) -> JobCom
             before_step=_tuning_threads(job.id, host, options),
             on_checkpoint=on_checkpoint,
             checkpoint_every=options.progress_every,
+            validation=validation,
         )
     finally:
         close_replay(replay)  # a streamed replay's prefetch thread
     if result.stopped:
         session.raise_if_stopped()
     metrics = dict(result.metrics) | {"threads": float(torch.get_num_threads())}
-    outcome: dict[str, Any] = {"resumed_from_step": resumed_step, "step": result.step, **prepared, **rows.describe()}
+    sampled = rows.describe()
+    outcome: dict[str, Any] = {"resumed_from_step": resumed_step, "step": result.step, **prepared, **sampled}
+    if split is not None:
+        outcome["split"] = split
     with tempfile.TemporaryDirectory(prefix="replaybank-policy-") as folder:
         card_extra = {
             "dataset": job.dataset,
@@ -118,6 +133,8 @@ def run_train(session: JobSession, host: Host, options: WorkerOptions) -> JobCom
             "job_id": job.id,
             "parent_policy": job.parent_policy,
             "online_fraction": job.online_fraction,
+            "split": split,
+            **sampled,
             "training_seconds": time.monotonic() - start,
             "resumed_from_step": resumed_step,
         }
@@ -137,15 +154,25 @@ def run_train(session: JobSession, host: Host, options: WorkerOptions) -> JobCom
 
 @dataclass(frozen=True)
 class StoredParts:
-    """`PreparedParts` kept with the service, beside the job's dataset version (COMBO's dynamics model)."""
+    """`PreparedParts` kept with the service, beside the job's dataset version (COMBO's dynamics model).
+
+    A job with a split prepares from its training episodes only, so what it builds is kept under keys
+    that name the split, apart from what was built from the whole version (which OPE reuses as such).
+    """
 
     session: JobSession
 
     def get(self, key: str) -> bytes | None:
-        return self.session.client.get_dynamics(self.session.job.id, key)
+        return self.session.client.get_dynamics(self.session.job.id, self._key(key))
 
     def put(self, key: str, blob: bytes) -> None:
-        self.session.client.put_dynamics(self.session.job.id, self.session.lease, key, blob)
+        self.session.client.put_dynamics(self.session.job.id, self.session.lease, self._key(key), blob)
+
+    def _key(self, key: str) -> str:
+        split = self.session.job.split
+        if split is None:
+            return key
+        return f"{key}-split-{hashlib.sha256(split.model_dump_json().encode()).hexdigest()[:12]}"
 
 
 def _tuning_threads(job_id: str, host: Host, options: WorkerOptions) -> Callable[[], None]:

@@ -2,6 +2,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from schemas.splits import Split, held_out
+
 from workers.algos.data import (
     MAX_SCALED_REWARD,
     Normalisation,
@@ -9,6 +11,7 @@ from workers.algos.data import (
     arrays_from_arrow,
     arrays_to_arrow,
     episode_returns,
+    split_summary,
 )
 from workers.rollouts.behaviour import CARTPOLE_SPEC, PENDULUM_SPEC, cartpole_dataset, pendulum_dataset
 
@@ -105,3 +108,16 @@ def test_constant_observation_dimension_gets_a_std_floor():
     data = pendulum_dataset("medium", 1, seed=0)
     flat = TransitionArrays(**{**data.__dict__, "observations": data.observations * np.array([1, 1, 0], np.float32)})
     assert Normalisation.from_arrays(flat).observation_std[2] > 0
+
+
+def test_a_split_puts_each_episode_wholly_on_one_side(pendulum):
+    ids = np.unique(pendulum.episode_ids)
+    seed = next(seed for seed in range(100) if 0 < held_out(ids, Split(validation_fraction=0.5, seed=seed)).sum() < len(ids))
+    split = Split(validation_fraction=0.5, seed=seed)
+    rows = held_out(pendulum.episode_ids, split)
+    training, validation = pendulum.subset(~rows), pendulum.subset(rows)
+    assert set(np.unique(validation.episode_ids)) == set(ids[held_out(ids, split)])
+    assert not set(training.episode_ids) & set(validation.episode_ids)
+    assert split_summary(split, validation.episode_ids) == {
+        "validation_fraction": 0.5, "seed": seed, "held_out_episodes": int(held_out(ids, split).sum()), "held_out_rows": int(rows.sum()),
+    }  # fmt: skip
