@@ -1,4 +1,5 @@
-"""Against a real `replaybank serve`: concurrent writers, kill -9 mid-upload, and a body stopped as it streams."""
+"""Against a real `replaybank serve`, on its local data folder and on SeaweedFS: concurrent writers, kill -9
+mid-upload, and a body stopped as it streams."""
 
 from __future__ import annotations
 
@@ -7,14 +8,18 @@ import select
 import socket
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
-from tests.e2e.conftest import Server
+from tests.e2e.conftest import Server, running_server
 
 SPEC = {
     "name": "hopper",
@@ -48,6 +53,16 @@ def episodes(first_episode: int, count: int, length: int, seed: int) -> bytes:
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     return sink.getvalue().to_pybytes()
+
+
+@pytest.fixture(params=["local", "s3"])
+def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
+    settings = {"REPLAYBANK_QUERY_THREADS": "1"}
+    if request.param == "s3":
+        seaweedfs = request.getfixturevalue("seaweedfs")
+        settings.update({"REPLAYBANK_STORAGE_URL": f"s3://{seaweedfs.bucket}/{uuid.uuid4().hex}", **seaweedfs.env()})
+    with running_server(tmp_path, settings) as running:
+        yield running
 
 
 def upload(server: Server, body: bytes, key: str | None = None, timeout: float = 60) -> httpx.Response:
