@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     )
     aws_region: str | None = Field(default=None, validation_alias=AliasChoices("AWS_REGION", "aws_region"))
     aws_allow_http: bool = Field(default=False, validation_alias=AliasChoices("AWS_ALLOW_HTTP", "aws_allow_http"))
-    presigned_downloads: bool = False
+    presigned_downloads: bool = True
     """With object storage, answer downloads of version files and policy artifacts with a redirect to a
     presigned URL, so the bytes go from the store to the client; off, they pass through the service."""
     presign_seconds: int = Field(default=300, ge=1, le=7 * 86_400)

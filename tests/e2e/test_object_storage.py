@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import Server, running_server
@@ -79,6 +80,10 @@ def test_data_jobs_and_policies_live_in_object_storage_and_leave_nothing_when_de
     policy_objects = objects(f"artifacts/policies/{done.policy_id}")
     assert {key.rsplit("/", 1)[1] for key in policy_objects} >= {"policy.onnx", "policy.pt2", "card.json"}
     assert objects(f"artifacts/checkpoints/{job.id}") == []  # the finished job's checkpoint is gone
+    # Bulk bytes bypass the service: it answers with a presigned URL, which the client follows without its token.
+    for url in (f"/v1/policies/{done.policy_id}/artifact", f"/v1/datasets/pendulum/versions/2/files/{client.files('pendulum', 2).data[0].path}"):
+        redirect = httpx.get(service.url + url, headers=service.headers())
+        assert redirect.status_code == 307 and redirect.headers["location"].startswith(seaweedfs.endpoint), url
     downloaded = client.download_policy(done.policy_id, tmp_path / "policy")
     with seaweedfs.filesystem().open_input_stream(f"{seaweedfs.bucket}/{prefix}/artifacts/policies/{done.policy_id}/policy.onnx") as stored:
         assert downloaded["onnx"].read_bytes() == stored.read()

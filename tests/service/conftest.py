@@ -58,11 +58,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
 @pytest.fixture(params=["local"])
 def storage(request: pytest.FixtureRequest) -> dict[str, Any]:
     """Where the service keeps its bytes, as settings: the local data folder, or (parametrise with "s3") a
-    prefix of its own on the session's SeaweedFS. `STORAGE_BACKENDS` runs a module on both."""
+    prefix of its own on the session's SeaweedFS. `STORAGE_BACKENDS` runs a module on both.
+
+    The in-process test client routes every URL to the app, so here downloads from object storage pass
+    through the service; tests/service/test_object_storage.py and the e2e tests follow presigned redirects."""
     if request.param == "local":
         return {}
     server = request.getfixturevalue("seaweedfs")
-    return {"storage_url": request.getfixturevalue("s3_url"), **{name.lower(): value for name, value in server.env().items()}}
+    aws = {name.lower(): value for name, value in server.env().items()}
+    return {"storage_url": request.getfixturevalue("s3_url"), "presigned_downloads": False, **aws}
 
 
 STORAGE_BACKENDS = pytest.mark.parametrize(

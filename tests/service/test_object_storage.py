@@ -1,12 +1,15 @@
-"""What only object storage has: the settings that name it, its readiness, and several processes committing
-to one table on SeaweedFS through our storage code with no lock between them."""
+"""What only object storage has: the settings that name it, its readiness, presigned download URLs, and
+several processes committing to one table on SeaweedFS through our storage code with no lock between them."""
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import uuid
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import httpx
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
@@ -126,3 +129,32 @@ def test_a_stored_file_is_readable_in_parts(hopper: TestClient) -> None:
     assert tail.status_code == 206 and tail.content == whole
     several = hopper.get(url, headers={**ADMIN, "Range": "bytes=0-3,10-20"})
     assert several.status_code == 200 and several.content == whole  # several ranges: the whole file
+
+
+@ON_S3
+def test_downloads_are_redirected_to_presigned_urls_that_need_no_token_and_expire(make_client: MakeClient, storage: dict[str, Any]) -> None:
+    client = make_client(presigned_downloads=True, presign_seconds=60)
+    assert client.post("/v1/datasets", json=HOPPER, headers=ADMIN).status_code == 201
+    append(client, rows(episodes=3, length=20))
+    entry = client.get("/v1/datasets/hopper/versions/1/files", headers=ADMIN).json()["data"][0]
+    answer = client.get(f"/v1/datasets/hopper/versions/1/files/{entry['path']}", headers=ADMIN, follow_redirects=False)
+    assert answer.status_code == 307 and answer.headers["cache-control"] == "no-store"
+    location = answer.headers["location"]
+    assert storage["aws_secret_access_key"] not in location and ADMIN["Authorization"].split()[1] not in location
+    assert "X-Amz-Expires=60" in location
+
+    whole = httpx.get(location)
+    assert whole.status_code == 200 and hashlib.sha256(whole.content).hexdigest() == entry["sha256"]
+    assert whole.headers["content-type"] == "application/vnd.apache.parquet"
+    part = httpx.get(location, headers={"Range": "bytes=-8"})
+    assert part.status_code == 206 and part.content == whole.content[-8:]
+    # An If-None-Match the service can answer itself is still answered there.
+    cached = client.get(f"/v1/datasets/hopper/versions/1/files/{entry['path']}", headers={**ADMIN, "If-None-Match": f'"{entry["sha256"]}"'})
+    assert cached.status_code == 304
+
+    store = client.app.state.services.storage.store
+    key = f"datasets/{client.app.state.services.datasets.get('hopper').id}/{entry['path']}"
+    expired = store.download_url(key, "application/vnd.apache.parquet", now=datetime.now(timezone.utc) - timedelta(seconds=120))
+    assert httpx.get(expired).status_code == 403
+    forged = location.replace("X-Amz-Expires=60", "X-Amz-Expires=6000")
+    assert httpx.get(forged).status_code == 403
