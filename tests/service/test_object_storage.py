@@ -17,6 +17,7 @@ from deltalake.exceptions import CommitFailedError
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
+from service.server import where_it_keeps_things
 from service.settings import Settings
 from service.storage.datasets import DatasetStorage
 from service.storage.stores import S3Store
@@ -50,6 +51,8 @@ def test_the_aws_variables_reach_delta_and_the_store(monkeypatch: pytest.MonkeyP
         "AWS_ALLOW_HTTP": "true",
     }
     assert "s3cr3t-value" not in repr(settings)
+    banner = where_it_keeps_things(settings).splitlines()
+    assert banner[1] == "  storage: s3://b/p at http://127.0.0.1:1" and "s3cr3t-value" not in "".join(banner)
 
 
 @ON_S3
