@@ -201,6 +201,10 @@ class LocalStore(Store):
     def delete_tree(self, prefix: str) -> None:
         shutil.rmtree(self.local_path(prefix), ignore_errors=True)
 
+    def ping(self) -> None:
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"the data folder {self.root} is gone")
+
     def move_tree(self, source: str, target: str) -> None:
         if self.local_path(source).exists():
             self.local_path(target).parent.mkdir(parents=True, exist_ok=True)
