@@ -72,7 +72,8 @@ def upload(server: Server, body: bytes, key: str | None = None, timeout: float =
 
 def check_every_version_intact(server: Server, allowed_sizes: set[int]) -> list[dict]:
     """Versions are 0..k without gaps; each is whole (one upload's rows) and every file reads back."""
-    with httpx.Client(base_url=server.url, headers=server.headers(), timeout=60) as client:
+    # follow_redirects: on object storage a file is a 307 to a presigned URL (httpx drops the token there)
+    with httpx.Client(base_url=server.url, headers=server.headers(), timeout=60, follow_redirects=True) as client:
         versions = sorted(client.get("/v1/datasets/hopper/versions", params={"limit": 1000}).json()["data"], key=lambda v: v["version"])
         assert [v["version"] for v in versions] == list(range(len(versions)))
         for previous, version in zip(versions, versions[1:]):
