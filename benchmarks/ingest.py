@@ -1,6 +1,9 @@
 """Upload speed: Arrow IPC and JSON over HTTP into a real `replaybank serve`, beside pyarrow's write_table.
 
-    .venv/bin/python benchmarks/ingest.py [--rows 1000000] [--json-rows 100000]
+    .venv/bin/python benchmarks/ingest.py [--rows 1000000] [--json-rows 100000] [--storage-url s3://bucket/prefix]
+
+With --storage-url the service keeps the data in that object storage (reached with the AWS_* variables of
+the environment) and the baseline `write_table` writes to the same bucket through pyarrow's S3 filesystem.
 
 Targets (issue 2): Arrow upload at least 0.5x the rows/s of `pyarrow.parquet.write_table` on the same
 rows, measured in the same run; JSON upload at least 100k rows/s.
@@ -10,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
 from _common import EPISODE_LENGTH, HOPPER, best_of_rounds, hopper_rows, running_service, verdict
 
+from service.storage.stores import S3_OPTION_NAMES, S3Store
 from workers.client import CONTENT_TYPES, ReplaybankClient
 
 
@@ -24,7 +29,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--json-rows", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--storage-url", help="s3://bucket/prefix: the service and the baseline write there")
     args = parser.parse_args()
+    if args.storage_url:
+        os.environ["REPLAYBANK_STORAGE_URL"] = args.storage_url  # the service subprocess inherits the environment
+        options = {name: os.environ[name] for name in S3_OPTION_NAMES if os.environ.get(name)}
+        store = S3Store(args.storage_url, options)
 
     # Every round appends new episodes (a row after an episode's end is refused), so each gets its own rows.
     episodes_per_round = -(-args.rows // EPISODE_LENGTH) + -(-args.json_rows // EPISODE_LENGTH)
@@ -45,7 +55,10 @@ def main() -> None:
             json_size = 0
 
             def write_table() -> None:
-                pq.write_table(baseline, root / "baseline.parquet")
+                if args.storage_url:
+                    pq.write_table(baseline, store.fs_path("baseline.parquet"), filesystem=store.filesystem)
+                else:
+                    pq.write_table(baseline, root / "baseline.parquet")
 
             def arrow_upload() -> None:
                 assert client.upload("hopper", next(arrow_tables)).rows == args.rows
@@ -62,7 +75,8 @@ def main() -> None:
     write_rate = args.rows / write_seconds
     arrow_rate = args.rows / arrow_seconds
     json_rate = args.json_rows / json_seconds
-    print(f"ingest of {args.rows:,} Hopper-shaped rows ({EPISODE_LENGTH}-step episodes), one upload each, best of {args.rounds}")
+    where = f"object storage {args.storage_url}" if args.storage_url else "the local data folder"
+    print(f"ingest of {args.rows:,} Hopper-shaped rows ({EPISODE_LENGTH}-step episodes) into {where}, one upload each, best of {args.rounds}")
     print(f"  pyarrow.parquet.write_table  {write_rate:>12,.0f} rows/s  ({write_seconds:.2f} s)")
     print(f"  Arrow IPC upload over HTTP   {arrow_rate:>12,.0f} rows/s  ({arrow_seconds:.2f} s)")
     print(f"    ratio to write_table       {arrow_rate / write_rate:>12.2f}   {verdict(arrow_rate / write_rate, 0.5)}")

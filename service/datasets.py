@@ -41,6 +41,7 @@ from service.errors import ApiError, not_found
 from service.pages import page
 from service.storage.artifacts import ArtifactStorage
 from service.storage.datasets import DataFile, DatasetStorage
+from service.storage.stores import StoredFile
 
 _SPEC = TypeAdapter(DatasetSpec)
 LATEST = "latest"
@@ -369,12 +370,12 @@ class Datasets:
                 return known.version
         return fallback
 
-    def file(self, name: str, reference: str, file_name: str) -> tuple[FileEntry, str]:
+    def file(self, name: str, reference: str, file_name: str) -> tuple[FileEntry, StoredFile]:
         row = self.get(name)
         _, entries = self.manifest(name, reference)
         for entry in entries:
             if entry.path == file_name:
-                return entry, str(self.storage.file_path(row.id, entry.path))
+                return entry, self.storage.stored_file(row.id, entry.path, entry.size)
         raise not_found(f"file {file_name!r} in that version", "file")
 
     def snapshot(self, name: str, reference: str) -> tuple[VersionRow, pa.Schema, Iterator[pa.RecordBatch]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable
-from pathlib import Path
 
 from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session
@@ -20,6 +19,7 @@ from service.errors import ApiError, not_found, validated
 from service.jobs.records import aware, held_job, new_id, policy_row
 from service.pages import page
 from service.storage.artifacts import ArtifactStorage, InvalidArtifact
+from service.storage.stores import StoredFile
 
 
 def policy_public(row: PolicyRow) -> PolicyPublic:
@@ -158,12 +158,12 @@ class Policies:
 
         return await self.catalog.run(read)
 
-    async def file(self, policy_id: str, format: PolicyFormat) -> Path:
+    async def file(self, policy_id: str, format: PolicyFormat) -> StoredFile:
         await self.catalog.run(lambda session: policy_row(session, policy_id))
-        path = self.artifacts.policy_file(policy_id, format)
-        if path is None:
+        stored = await asyncio.to_thread(self.artifacts.policy_file, policy_id, format)
+        if stored is None:
             raise not_found(f"the {format} file of policy {policy_id}", "format")
-        return path
+        return stored
 
     async def delete(self, policy_id: str) -> None:
         def remove(session: Session) -> None:

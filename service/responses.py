@@ -1,5 +1,6 @@
 """How data leaves the service: a version's rows as an Arrow IPC stream or Parquet (serialised batch by batch
-while they are sent), a query's result as Arrow or JSON, and the check of a version file's Range header."""
+while they are sent), a query's result as Arrow or JSON, the check of a version file's Range header, and stored files (from the
+local disk, or streamed from object storage)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from schemas.dataset import QueryColumn, QueryRequest, QueryResult
 from schemas.http import ARROW_STREAM, JSON, PARQUET, ROWS_HEADER, TOTAL_ROWS_HEADER, TRUNCATED_HEADER, VERSION_HEADER
 from service.datasets import Datasets
 from service.errors import ApiError
 from service.query import QueryRunner, json_rows
+from service.storage.stores import Store, StoredFile
 
 
 @dataclass(frozen=True)
@@ -124,3 +127,64 @@ def check_range(header: str | None, size: int) -> None:
             raise ApiError(416, "range_not_satisfiable", f"Range {header!r} is outside the file's {size} bytes", "Range", headers=unsatisfiable)
         if not start and int(end) == 0:
             raise ApiError(416, "range_not_satisfiable", f"Range {header!r} asks for no bytes", "Range", headers=unsatisfiable)
+
+
+STORED_CHUNK_BYTES = 1 << 20
+
+
+def stored_file(
+    store: Store,
+    file: StoredFile,
+    media_type: str,
+    headers: dict[str, str] | None = None,
+    filename: str | None = None,
+    range_header: str | None = None,
+    file_response: type[FileResponse] = FileResponse,
+    redirect: bool = False,
+) -> Response:
+    """A stored file as the answer: from the local disk; with `redirect`, a 307 to a presigned URL where the
+    store hands those out (the client repeats its Range there); or streamed from object storage honouring
+    one byte range (several ranges there get the whole file, as a server may answer). Check the Range first."""
+    headers = dict(headers or {})
+    local = store.local_path(file.key)
+    if local is not None:
+        return file_response(local, media_type=media_type, headers=headers, filename=filename)
+    location = store.download_url(file.key, media_type, filename) if redirect else None
+    if location is not None:
+        # the URL expires: nobody may keep the redirect
+        return RedirectResponse(location, status_code=307, headers={**headers, "Cache-Control": "no-store"})
+    if filename is not None:
+        headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    headers["Accept-Ranges"] = "bytes"
+    start, end, status = 0, file.size, 200
+    spec = _single_range(range_header)
+    if spec is not None and file.size > 0:
+        first, last = spec
+        if first:
+            start, end = int(first), min(int(last) + 1, file.size) if last else file.size
+        else:
+            start, end = max(file.size - int(last), 0), file.size
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{file.size}"
+    headers["Content-Length"] = str(end - start)
+    return StreamingResponse(_stored_chunks(store, file.key, start, end), status_code=status, media_type=media_type, headers=headers)
+
+
+def _single_range(header: str | None) -> tuple[str, str] | None:
+    if header is None:
+        return None
+    specs = header.partition("=")[2].split(",")
+    match = _RANGE.match(specs[0])
+    return (match.group(1), match.group(2)) if len(specs) == 1 and match is not None else None
+
+
+def _stored_chunks(store: Store, key: str, start: int, end: int) -> Iterator[bytes]:
+    with store.open_input(key) as source:
+        source.seek(start)
+        left = end - start
+        while left > 0:
+            chunk = source.read(min(STORED_CHUNK_BYTES, left))
+            if not chunk:
+                break
+            left -= len(chunk)
+            yield chunk

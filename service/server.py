@@ -19,13 +19,15 @@ def ensure_data_dir_free(settings: Settings) -> None:
 
 
 def where_it_keeps_things(settings: Settings) -> str:
-    """The start-up lines: the data folder, the catalog, the queue (any password hidden) and the log format."""
+    """The start-up lines: the data folder, the object storage (if any), the catalog, the queue (any password
+    hidden) and the log format."""
     catalog = make_url(settings.catalog_url).render_as_string(hide_password=True)
     queue = "embedded (on the catalog)"
     if settings.redis_url:
         queue = f"Redis at {make_url(settings.redis_url).render_as_string(hide_password=True)}"
     logs = "JSON lines (REPLAYBANK_LOG_FORMAT=text for plain text)" if settings.log_format == "json" else "plain text"
-    return f"replaybank: data folder {settings.data_dir}\n  catalog: {catalog}\n  queue: {queue}\n  logs: {logs}"
+    storage = f"\n  storage: {settings.storage_url} at {settings.aws_endpoint_url or 'AWS'}" if settings.storage_url else ""
+    return f"replaybank: data folder {settings.data_dir}{storage}\n  catalog: {catalog}\n  queue: {queue}\n  logs: {logs}"
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, settings: Settings | None = None) -> None:

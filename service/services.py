@@ -30,6 +30,7 @@ from service.recovery import reconcile
 from service.settings import Settings
 from service.storage.artifacts import ArtifactStorage
 from service.storage.datasets import DatasetStorage
+from service.storage.stores import open_store
 from service.sweeps import Sweeps
 
 LOCK_FILE = "service.lock"
@@ -64,7 +65,7 @@ class Services:
         """Raise 503 `not_ready` naming the first of catalog, storage and queue that does not answer."""
         checks = {
             "catalog": lambda: anyio.to_thread.run_sync(self.catalog.ping),
-            "storage": lambda: anyio.to_thread.run_sync(self.storage.tables.stat),
+            "storage": lambda: anyio.to_thread.run_sync(self.storage.ping),
             "queue": self.queue.ping,
         }
         for name, check in checks.items():
@@ -75,7 +76,8 @@ class Services:
 
 
 def own_data_dir(settings: Settings) -> FileLock:
-    """The data directory's lock, held; `DataDirInUse` when another service holds it."""
+    """The data directory's lock, held; `DataDirInUse` when another service holds it. With object storage
+    the folder still holds the scratch space (and the SQLite catalog, when there is no database URL)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(settings.data_dir / LOCK_FILE))
     try:
@@ -107,8 +109,10 @@ def open_services(
         roster = WorkerRoster(catalog, settings.workers_window_seconds)
         gauges = CatalogGauges(catalog, roster)
         metrics.watch(gauges)
-        storage = DatasetStorage(settings.data_dir)
-        artifacts = ArtifactStorage(settings.data_dir)
+        presign_seconds = settings.presign_seconds if settings.presigned_downloads else None
+        store = open_store(settings.storage_url, settings.data_dir, settings.s3_options, presign_seconds)
+        storage = DatasetStorage(store)
+        artifacts = ArtifactStorage(store, settings.data_dir)
         datasets = Datasets(catalog, storage, artifacts)
         reconcile(datasets)
         compaction = Compaction(datasets, CompactionPolicy.from_settings(settings))

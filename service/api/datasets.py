@@ -27,7 +27,7 @@ from schemas.dataset import (
 from schemas.http import ARROW_STREAM, CHECKSUM_HEADER, IDEMPOTENCY_KEY_HEADER, LEASE_HEADER, PARQUET, ROWS_HEADER, VERSION_HEADER
 from service import responses
 from service.api.deps import AdminDep, AuthenticatedDep, ReadDep, ServicesDep, WriteDep, may_append
-from service.api.responses import BINARY, JSON_ROWS, PROTECTED, binary_answer, errors, raw_body
+from service.api.responses import BINARY, JSON_ROWS, PRESIGNED_REDIRECT, PROTECTED, binary_answer, errors, raw_body
 from service.errors import ApiError
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=PROTECTED)
@@ -153,17 +153,21 @@ class DataFileResponse(FileResponse):
         **binary_answer("the Parquet file (or the asked Range of it)", PARQUET),
         **binary_answer("the asked Range of the file", PARQUET, status=206),
         304: {"description": "If-None-Match names this file's ETag"},
+        **PRESIGNED_REDIRECT,
         **errors(404, 416),
     },
 )
 def version_file(name: str, version: str, file: str, request: Request, services: ServicesDep, _: ReadDep) -> Response:
-    entry, path = services.datasets.file(name, version, file)
+    entry, stored = services.datasets.file(name, version, file)
     etag = f'"{entry.sha256}"'
     headers = {"ETag": etag, "Cache-Control": IMMUTABLE, CHECKSUM_HEADER: entry.sha256}
     if etag in (request.headers.get("if-none-match") or ""):
         return Response(status_code=304, headers=headers)
-    responses.check_range(request.headers.get("range"), entry.size)
-    return DataFileResponse(path, media_type=PARQUET, headers=headers)
+    range_header = request.headers.get("range")
+    responses.check_range(range_header, entry.size)
+    return responses.stored_file(
+        services.storage.store, stored, PARQUET, headers, range_header=range_header, file_response=DataFileResponse, redirect=True
+    )
 
 
 @router.post(

@@ -11,7 +11,8 @@ from schemas.dataset import Name, Page
 from schemas.http import JSON, ONNX, OCTET_STREAM
 from schemas.policies import POLICY_FILES, PolicyFormat, PolicyPublic
 from service.api.deps import AdminDep, PoliciesDep, ReadDep
-from service.api.responses import PROTECTED, binary_answer, errors
+from service.api.responses import PRESIGNED_REDIRECT, PROTECTED, binary_answer, errors
+from service.responses import stored_file
 
 MEDIA_TYPES: dict[PolicyFormat, str] = {"onnx": ONNX, "torch": OCTET_STREAM, "state": OCTET_STREAM, "card": JSON}
 
@@ -39,6 +40,7 @@ async def get_policy(policy_id: str, policies: PoliciesDep, _: ReadDep) -> Polic
     response_class=FileResponse,
     responses={
         **binary_answer("the artifact in the asked format", *sorted(set(MEDIA_TYPES.values()))),
+        **PRESIGNED_REDIRECT,
         **errors(404),
     },
 )
@@ -47,14 +49,16 @@ async def get_artifact(
     policies: PoliciesDep,
     _: ReadDep,
     format: Literal["onnx", "torch", "state", "card"] = "onnx",
-) -> FileResponse:
+) -> Response:
     """`onnx` and `torch` (the exported program) run without replaybank; `state` is the full training state."""
-    path = await policies.file(policy_id, format)
-    return FileResponse(
-        path,
-        media_type=MEDIA_TYPES[format],
+    stored = await policies.file(policy_id, format)
+    return stored_file(
+        policies.artifacts.store,
+        stored,
+        MEDIA_TYPES[format],
         filename=f"{policy_id}-{POLICY_FILES[format]}",
         headers={"Cache-Control": "public, max-age=31536000, immutable"} if format != "card" else None,
+        redirect=True,
     )
 
 

@@ -66,6 +66,15 @@ def binary_answer(description: str, *media_types: str, status: int = 200, header
     return {status: answer}
 
 
+PRESIGNED_REDIRECT: Responses = {
+    307: {
+        "description": "With object storage (REPLAYBANK_STORAGE_URL): the bytes are at `Location`, a presigned URL "
+        "valid for REPLAYBANK_PRESIGN_SECONDS. Repeat the request there (same Range) without the Authorization header.",
+        "headers": {"Location": {"description": "the presigned object-storage URL", "schema": {"type": "string"}}},
+    }
+}
+
+
 _VALUES = {"type": "array", "items": {"type": "number"}, "description": "flattened row-major, as long as the spec says"}
 JSON_ROWS: dict[str, Any] = {
     "type": "object",

@@ -18,6 +18,7 @@ from schemas.policies import PolicyPublic
 from service.api.deps import PoliciesDep, ProtocolDep, WorkerDep
 from service.api.responses import PROTECTED, binary_answer, errors, raw_body
 from service.errors import ApiError
+from service.responses import stored_file
 
 DISCONNECT_POLL_SECONDS = 0.5
 
@@ -99,9 +100,9 @@ async def put_checkpoint(
         **errors(404),
     },
 )
-async def get_checkpoint(job_id: str, protocol: ProtocolDep, _: WorkerDep) -> FileResponse:
-    path, step = await protocol.checkpoint(job_id)
-    return FileResponse(path, media_type=OCTET_STREAM, headers={STEP_HEADER: str(step)})
+async def get_checkpoint(job_id: str, protocol: ProtocolDep, _: WorkerDep) -> Response:
+    stored, step = await protocol.checkpoint(job_id)
+    return stored_file(protocol.artifacts.store, stored, OCTET_STREAM, headers={STEP_HEADER: str(step)})
 
 
 @router.post(
@@ -139,6 +140,6 @@ async def put_dynamics(
     response_class=FileResponse,
     responses={**binary_answer("the dynamics model kept under `key`", OCTET_STREAM), **errors(404)},
 )
-async def get_dynamics(job_id: str, key: DynamicsKey, protocol: ProtocolDep, _: WorkerDep) -> FileResponse:
-    return FileResponse(await protocol.dynamics(job_id, key), media_type=OCTET_STREAM)
+async def get_dynamics(job_id: str, key: DynamicsKey, protocol: ProtocolDep, _: WorkerDep) -> Response:
+    return stored_file(protocol.artifacts.store, await protocol.dynamics(job_id, key), OCTET_STREAM)
 

@@ -16,7 +16,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterable
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -275,12 +274,12 @@ class WorkerProtocol:
 
         return job_public(await self.catalog.run(record))
 
-    async def checkpoint(self, job_id: str) -> tuple[Path, int]:
+    async def checkpoint(self, job_id: str) -> tuple[StoredFile, int]:
         row = await self.catalog.run(lambda session: job_row(session, job_id))
-        path = self.artifacts.checkpoint(job_id)
-        if path is None or row.checkpoint_step is None:
+        stored = await asyncio.to_thread(self.artifacts.checkpoint, job_id)
+        if stored is None or row.checkpoint_step is None:
             raise not_found(f"a checkpoint of job {job_id}")
-        return path, row.checkpoint_step
+        return stored, row.checkpoint_step
 
     async def store_dynamics(
         self, job_id: str, token: str, key: str, body: AsyncIterable[bytes], declared_size: str | None
@@ -300,13 +299,13 @@ class WorkerProtocol:
 
         await self.catalog.run(record)
 
-    async def dynamics(self, job_id: str, key: str) -> Path:
+    async def dynamics(self, job_id: str, key: str) -> StoredFile:
         row = await self.catalog.run(lambda session: job_row(session, job_id))
         dataset = await asyncio.to_thread(self.datasets.get, row.dataset, "dataset")
-        path = self.artifacts.dynamics(dataset.id, row.version, key)
-        if path is None:
+        stored = await asyncio.to_thread(self.artifacts.dynamics, dataset.id, row.version, key)
+        if stored is None:
             raise not_found(f"a dynamics model for {row.dataset}@{row.version} with key {key}")
-        return path
+        return stored
 
     # --- what appends ask ---------------------------------------------------------------------------------
 

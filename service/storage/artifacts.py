@@ -1,16 +1,16 @@
 """Artifact files beside the data: policies, job checkpoints and COMBO dynamics models.
 
-Layout under `<data_dir>/artifacts`:
+Layout under `artifacts/` of the store (the data folder or the object-storage prefix):
   policies/<policy id>/{policy.onnx, policy.pt2, card.json, state.pt}
   checkpoints/<job id>/checkpoint.bin
   dynamics/<dataset id>/<version>/<key>.bin
-Every file is written to `tmp/` first and moved into place, so a reader never sees half a file.
+Every file is received into the local `<data_dir>/artifacts/tmp/` first and then moved (or uploaded) into
+place whole, so a reader never sees half a file.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tarfile
 import uuid
@@ -20,6 +20,7 @@ from typing import Any
 
 from schemas.policies import POLICY_FILES
 from service.errors import ApiError
+from service.storage.stores import Store, StoredFile
 
 REQUIRED_POLICY_FORMATS = ("onnx", "torch", "card")
 
@@ -29,11 +30,10 @@ class InvalidArtifact(ValueError):
 
 
 class ArtifactStorage:
-    def __init__(self, data_dir: Path) -> None:
-        self.root = data_dir / "artifacts"
-        self.tmp = self.root / "tmp"
-        for folder in (self.tmp, self.root / "policies", self.root / "checkpoints", self.root / "dynamics"):
-            folder.mkdir(parents=True, exist_ok=True)
+    def __init__(self, store: Store, data_dir: Path) -> None:
+        self.store = store
+        self.tmp = data_dir / "artifacts" / "tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
 
     def staging_path(self) -> Path:
         """A fresh path in `tmp/` to stream an upload into; move it into place or delete it."""
@@ -62,30 +62,33 @@ class ArtifactStorage:
             raise ApiError(422, "invalid", "the body is empty", "body")
         return staged
 
+    def _stored(self, key: str) -> StoredFile | None:
+        size = self.store.size(key)
+        return None if size is None else StoredFile(key, size)
+
     # checkpoints
 
-    def _checkpoint(self, job_id: str) -> Path:
-        return self.root / "checkpoints" / job_id / "checkpoint.bin"
+    @staticmethod
+    def _checkpoint(job_id: str) -> str:
+        return f"artifacts/checkpoints/{job_id}/checkpoint.bin"
 
     def put_checkpoint(self, job_id: str, staged: Path) -> None:
-        target = self._checkpoint(job_id)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staged, target)
+        self.store.put_file(self._checkpoint(job_id), staged)
 
-    def checkpoint(self, job_id: str) -> Path | None:
-        path = self._checkpoint(job_id)
-        return path if path.is_file() else None
+    def checkpoint(self, job_id: str) -> StoredFile | None:
+        return self._stored(self._checkpoint(job_id))
 
     def remove_checkpoint(self, job_id: str) -> None:
-        shutil.rmtree(self._checkpoint(job_id).parent, ignore_errors=True)
+        self.store.delete_tree(f"artifacts/checkpoints/{job_id}")
 
     # policies
 
-    def _policy_dir(self, policy_id: str) -> Path:
-        return self.root / "policies" / policy_id
+    @staticmethod
+    def _policy(policy_id: str, name: str = "") -> str:
+        return f"artifacts/policies/{policy_id}/{name}".rstrip("/")
 
     def put_policy(self, policy_id: str, staged_archive: Path, max_member_bytes: int) -> dict[str, Any]:
-        """Unpack an uploaded tar of the policy files into the policy's folder; returns the card.
+        """Unpack an uploaded tar of the policy files and put them in the policy's place; returns the card.
 
         Only the known file names are accepted, each at most once; onnx, torch program and card are required.
         """
@@ -102,11 +105,13 @@ class ArtifactStorage:
                 raise InvalidArtifact(f"card.json is not JSON: {error}") from error
             if not isinstance(card, dict):
                 raise InvalidArtifact("card.json must hold a JSON object")
-            target = self._policy_dir(policy_id)
-            if target.exists():
-                # a retried upload replaces the earlier one
-                shutil.rmtree(target)
-            os.replace(unpacked, target)
+            # a retried upload replaces the earlier one
+            self.store.delete_tree(self._policy(policy_id))
+            if self.store.renames:
+                self.store.put_file(self._policy(policy_id), unpacked)
+            else:
+                for name in sorted(found):
+                    self.store.put_file(self._policy(policy_id, name), unpacked / name)
             return card
         finally:
             shutil.rmtree(unpacked, ignore_errors=True)
@@ -139,38 +144,34 @@ class ArtifactStorage:
         return found
 
     def write_card(self, policy_id: str, card: dict[str, Any]) -> None:
-        staged = self.staging_path()
-        staged.write_text(json.dumps(card, indent=2, sort_keys=True))
-        os.replace(staged, self._policy_dir(policy_id) / POLICY_FILES["card"])
+        self.store.put_bytes(self._policy(policy_id, POLICY_FILES["card"]), json.dumps(card, indent=2, sort_keys=True).encode())
 
-    def policy_file(self, policy_id: str, format: str) -> Path | None:
-        path = self._policy_dir(policy_id) / POLICY_FILES[format]
-        return path if path.is_file() else None
+    def policy_file(self, policy_id: str, format: str) -> StoredFile | None:
+        return self._stored(self._policy(policy_id, POLICY_FILES[format]))
 
     def policy_formats(self, policy_id: str) -> list[str]:
-        return [name for name, file in POLICY_FILES.items() if (self._policy_dir(policy_id) / file).is_file()]
+        present = set(self.store.children(self._policy(policy_id)))
+        return [name for name, file in POLICY_FILES.items() if file in present]
 
     def remove_policy(self, policy_id: str) -> None:
-        shutil.rmtree(self._policy_dir(policy_id), ignore_errors=True)
+        self.store.delete_tree(self._policy(policy_id))
 
     # COMBO dynamics
 
-    def _dynamics(self, dataset_id: str, version: int, key: str) -> Path:
-        return self.root / "dynamics" / dataset_id / str(version) / f"{key}.bin"
+    @staticmethod
+    def _dynamics(dataset_id: str, version: int, key: str) -> str:
+        return f"artifacts/dynamics/{dataset_id}/{version}/{key}.bin"
 
     def put_dynamics(self, dataset_id: str, version: int, key: str, staged: Path) -> None:
-        target = self._dynamics(dataset_id, version, key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staged, target)
+        self.store.put_file(self._dynamics(dataset_id, version, key), staged)
 
-    def dynamics(self, dataset_id: str, version: int, key: str) -> Path | None:
-        path = self._dynamics(dataset_id, version, key)
-        return path if path.is_file() else None
+    def dynamics(self, dataset_id: str, version: int, key: str) -> StoredFile | None:
+        return self._stored(self._dynamics(dataset_id, version, key))
 
     def dynamics_datasets(self) -> set[str]:
-        """The ids of the datasets that have a dynamics folder."""
-        return {folder.name for folder in (self.root / "dynamics").iterdir() if folder.is_dir()}
+        """The ids of the datasets that have dynamics models."""
+        return set(self.store.children("artifacts/dynamics"))
 
     def remove_dataset(self, dataset_id: str) -> None:
         """Everything kept for one dataset: its COMBO dynamics models."""
-        shutil.rmtree(self.root / "dynamics" / dataset_id, ignore_errors=True)
+        self.store.delete_tree(f"artifacts/dynamics/{dataset_id}")

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -19,6 +16,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties
 from deltalake.transaction import AddAction, RemoveAction
+
+from service.storage.stores import Store, StoredFile, StoredFileWriter
 
 METADATA_PREFIX = "replaybank."
 TABLE_CONFIGURATION = {
@@ -71,28 +70,42 @@ class Commit:
 
 
 class DatasetStorage:
-    def __init__(self, root: Path) -> None:
+    """The tables live under `datasets/<id>/` of the store. A deleted table is first put out of sight under
+    `trash/`: moved there at once in a local folder; in object storage, which cannot rename, a marker
+    `trash/<id>` hides it until its objects are deleted."""
+
+    def __init__(self, store: Store) -> None:
         self._handles: dict[str, DeltaTable] = {}
         """Open tables for the commit path, refreshed incrementally; used only under the dataset's lock."""
-        self.root = root
-        self.tables = root / "datasets"
-        self.trash = root / "trash"
-        self.tables.mkdir(parents=True, exist_ok=True)
-        self.trash.mkdir(parents=True, exist_ok=True)
+        self.store = store
 
-    def path(self, dataset_id: str) -> Path:
-        return self.tables / dataset_id
+    @staticmethod
+    def _key(dataset_id: str, relative: str = "") -> str:
+        return f"datasets/{dataset_id}/{relative}".rstrip("/")
+
+    def path(self, dataset_id: str) -> str:
+        """Where the table is, as delta-rs opens it (a folder, or an s3:// URL)."""
+        return self.store.table_uri(self._key(dataset_id))
+
+    def _table(self, dataset_id: str, version: int | None = None) -> DeltaTable:
+        return DeltaTable(self.path(dataset_id), version=version, storage_options=self.store.storage_options)
 
     def exists(self, dataset_id: str) -> bool:
-        return DeltaTable.is_deltatable(str(self.path(dataset_id)))
+        if self.store.exists(f"trash/{dataset_id}"):
+            return False
+        return DeltaTable.is_deltatable(self.path(dataset_id), storage_options=self.store.storage_options)
 
     def table_ids(self) -> list[str]:
-        return sorted(entry.name for entry in self.tables.iterdir() if entry.is_dir())
+        return self.store.children("datasets")
+
+    def ping(self) -> None:
+        self.store.ping()
 
     def create(self, dataset_id: str, schema: pa.Schema, metadata: dict[str, str]) -> None:
         DeltaTable.create(
-            str(self.path(dataset_id)),
+            self.path(dataset_id),
             schema,
+            storage_options=self.store.storage_options,
             mode="error",
             configuration=TABLE_CONFIGURATION,
             commit_properties=CommitProperties(custom_metadata=_prefixed(metadata)),
@@ -104,32 +117,17 @@ class DatasetStorage:
         atomically (a temporary file, fsync, rename). Version 0's commit holds the dataset as created; this
         file what edits made of it, so a catalog rebuilt from the table keeps them. No Delta commit: an edit
         changes no data, and must not become a Delta version that the version mapping and compaction skip."""
-        folder = self.path(dataset_id)
-        temporary = folder / f".{CARD_FILE}.{uuid.uuid4().hex}"
-        try:
-            with open(temporary, "w", encoding="utf-8") as file:
-                json.dump(card, file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, folder / CARD_FILE)
-        finally:
-            temporary.unlink(missing_ok=True)
-        directory = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        self.store.put_bytes(self._key(dataset_id, CARD_FILE), json.dumps(card).encode())
 
     def card(self, dataset_id: str) -> dict[str, Any] | None:
         """The editable fields `write_card` last kept; None when the dataset was never edited."""
-        path = self.path(dataset_id) / CARD_FILE
-        if not path.exists():
-            return None
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = self.store.get_bytes(self._key(dataset_id, CARD_FILE))
+        return None if data is None else json.loads(data.decode("utf-8"))
 
     def staging_writer(self, dataset_id: str) -> StagingWriter:
         """A new Parquet file in the table's folder, written part by part; invisible to every version until `commit`."""
-        return StagingWriter(self.path(dataset_id), f"part-{uuid.uuid4().hex}.parquet")
+        relative = f"part-{uuid.uuid4().hex}.parquet"
+        return StagingWriter(self.store.writer(self._key(dataset_id, relative)), relative)
 
     def stage(self, dataset_id: str, table: pa.Table) -> StagedFile:
         writer = self.staging_writer(dataset_id)
@@ -141,7 +139,7 @@ class DatasetStorage:
             raise
 
     def discard(self, dataset_id: str, staged: StagedFile) -> None:
-        self.file_path(dataset_id, staged.path).unlink(missing_ok=True)
+        self.store.delete(self._key(dataset_id, staged.path))
 
     def commit(self, dataset_id: str, staged: list[StagedFile], metadata: dict[str, Any]) -> int:
         """One atomic Delta commit adding the staged files; returns its Delta version. The caller serialises commits."""
@@ -183,7 +181,7 @@ class DatasetStorage:
     def compactions(self, dataset_id: str) -> list[Compaction]:
         """Our compaction commits, oldest first."""
         found = []
-        for entry in DeltaTable(str(self.path(dataset_id))).history():
+        for entry in self._table(dataset_id).history():
             first_sources = entry.get(METADATA_PREFIX + COMPACTION_KEY)
             if first_sources is not None:
                 found.append(Compaction(delta_version=int(entry["version"]), first_sources=json.loads(first_sources)))
@@ -198,9 +196,9 @@ class DatasetStorage:
         for compaction in self.compactions(dataset_id):
             referenced.update(file.path for file in self.files(dataset_id, compaction.delta_version - 1))
         removed = 0
-        for path in self.path(dataset_id).glob("*.parquet"):
-            if path.name not in referenced:
-                path.unlink()
+        for name in self.store.children(self._key(dataset_id)):
+            if name.endswith(".parquet") and name not in referenced:
+                self.store.delete(self._key(dataset_id, name))
                 removed += 1
         return removed
 
@@ -218,7 +216,7 @@ class DatasetStorage:
     def _handle(self, dataset_id: str) -> DeltaTable:
         table = self._handles.get(dataset_id)
         if table is None:
-            table = self._handles[dataset_id] = DeltaTable(str(self.path(dataset_id)))
+            table = self._handles[dataset_id] = self._table(dataset_id)
         else:
             table.update_incremental()
         return table
@@ -230,7 +228,7 @@ class DatasetStorage:
     def commits(self, dataset_id: str) -> list[Commit]:
         """Our commits (those carrying a user version), oldest first."""
         commits = []
-        for entry in DeltaTable(str(self.path(dataset_id))).history():
+        for entry in self._table(dataset_id).history():
             ours = {key[len(METADATA_PREFIX) :]: str(value) for key, value in entry.items() if key.startswith(METADATA_PREFIX)}
             if "version" in ours:
                 commits.append(Commit(delta_version=int(entry["version"]), metadata=ours, timestamp_ms=int(entry.get("timestamp", 0))))
@@ -238,7 +236,7 @@ class DatasetStorage:
 
     def files(self, dataset_id: str, delta_version: int) -> list[DataFile]:
         """The data files making up the table at `delta_version`, in log order."""
-        actions = pa.table(DeltaTable(str(self.path(dataset_id)), version=delta_version).get_add_actions(flatten=True))
+        actions = pa.table(self._table(dataset_id, delta_version).get_add_actions(flatten=True))
         return [
             DataFile(path=path, size=size, rows=rows if rows is not None else -1)
             for path, size, rows in zip(
@@ -250,12 +248,16 @@ class DatasetStorage:
         before = {file.path for file in self.files(dataset_id, delta_version - 1)} if delta_version > 0 else set()
         return [file for file in self.files(dataset_id, delta_version) if file.path not in before]
 
-    def file_path(self, dataset_id: str, relative: str) -> Path:
-        return self.path(dataset_id) / relative
+    def stored_file(self, dataset_id: str, relative: str, size: int) -> StoredFile:
+        return StoredFile(self._key(dataset_id, relative), size)
+
+    def open_file(self, dataset_id: str, relative: str) -> pa.NativeFile:
+        """A data file opened for reading (seekable), wherever it is."""
+        return self.store.open_input(self._key(dataset_id, relative))
 
     def checksum(self, dataset_id: str, relative: str) -> str:
         digest = hashlib.sha256()
-        with open(self.file_path(dataset_id, relative), "rb") as file:
+        with self.open_file(dataset_id, relative) as file:
             while chunk := file.read(1 << 20):
                 digest.update(chunk)
         return digest.hexdigest()
@@ -269,39 +271,45 @@ class DatasetStorage:
         `terminal = true`. The files are kept and their guarantees dropped; the row-group statistics
         inside each Parquet file still let a filter skip data.
         """
-        delta = DeltaTable(str(self.path(dataset_id)), version=delta_version).to_pyarrow_dataset(schema=schema)
+        delta = self._table(dataset_id, delta_version).to_pyarrow_dataset(schema=schema)
         fragments = [delta.format.make_fragment(fragment.path, filesystem=delta.filesystem) for fragment in delta.get_fragments()]
         return pads.FileSystemDataset(fragments, schema, delta.format, delta.filesystem)
 
     def read_files(self, dataset_id: str, paths: list[str], schema: pa.Schema) -> pa.Table:
         if not paths:
             return schema.empty_table()
-        files = [str(self.file_path(dataset_id, path)) for path in paths]
-        return pads.dataset(files, format="parquet").to_table().cast(schema)
+        files = [self.store.fs_path(self._key(dataset_id, path)) for path in paths]
+        return pads.dataset(files, format="parquet", filesystem=self.store.filesystem).to_table().cast(schema)
 
     def batches(self, dataset_id: str, paths: list[str], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
         """The rows of the given files, in that order, cast to the dataset's schema."""
         for path in paths:
-            with pq.ParquetFile(self.file_path(dataset_id, path)) as file:
+            with pq.ParquetFile(self.open_file(dataset_id, path)) as file:
                 for batch in file.iter_batches(batch_size=BATCH_ROWS):
                     yield batch.cast(schema)
 
     def move_to_trash(self, dataset_id: str) -> None:
-        """Take the table out of sight at once (a rename); `purge` deletes it later."""
+        """Take the table out of sight at once (a rename, or a marker); `purge` deletes it later."""
         self._handles.pop(dataset_id, None)
-        source = self.path(dataset_id)
-        if source.exists():
-            os.replace(source, self.trash / dataset_id)
+        if self.store.renames:
+            self.store.move_tree(self._key(dataset_id), f"trash/{dataset_id}")
+        else:
+            self.store.put_bytes(f"trash/{dataset_id}", b"")
 
     def purge(self, dataset_id: str) -> None:
-        shutil.rmtree(self.trash / dataset_id, ignore_errors=True)
+        """Delete a table put in the trash; its marker (in object storage) goes last."""
+        if self.store.renames:
+            self.store.delete_tree(f"trash/{dataset_id}")
+        else:
+            self.store.delete_tree(self._key(dataset_id))
+            self.store.delete(f"trash/{dataset_id}")
 
     def in_trash(self, dataset_id: str) -> bool:
-        return (self.trash / dataset_id).exists()
+        return dataset_id in self.store.children("trash")
 
     def empty_trash(self) -> None:
-        for entry in self.trash.iterdir():
-            shutil.rmtree(entry, ignore_errors=True)
+        for dataset_id in self.store.children("trash"):
+            self.purge(dataset_id)
 
 
 class StagingWriter:
@@ -311,10 +319,9 @@ class StagingWriter:
     the string columns are dictionary-encoded, and statistics are kept only for the scalar columns.
     """
 
-    def __init__(self, folder: Path, relative: str) -> None:
+    def __init__(self, raw: StoredFileWriter, relative: str) -> None:
         self.relative = relative
-        self.target = folder / relative
-        self._raw = open(self.target, "wb")
+        self._raw = raw
         self._sink = _HashingFile(self._raw)
         self._writer: pq.ParquetWriter | None = None
         self._pending: list[pa.Table] = []
@@ -354,8 +361,6 @@ class StagingWriter:
         self._flush()
         if self._writer is not None:
             self._writer.close()
-        self._raw.flush()
-        os.fsync(self._raw.fileno())
         self._raw.close()
         stats = {
             "numRecords": self._rows,
@@ -372,8 +377,7 @@ class StagingWriter:
                 self._writer.close()
         except Exception:  # the file is deleted anyway; a half-written footer does not matter
             pass
-        self._raw.close()
-        self.target.unlink(missing_ok=True)
+        self._raw.abort()
 
 
 class _HashingFile:
@@ -393,7 +397,7 @@ class _HashingFile:
         return view.nbytes
 
     def flush(self) -> None:
-        self.raw.flush()
+        pass
 
     def close(self) -> None:
         self.closed = True

@@ -1,4 +1,5 @@
-"""Against a real `replaybank serve`: concurrent writers, kill -9 mid-upload, and a body stopped as it streams."""
+"""Against a real `replaybank serve`, on its local data folder and on SeaweedFS: concurrent writers, kill -9
+mid-upload, and a body stopped as it streams."""
 
 from __future__ import annotations
 
@@ -7,14 +8,18 @@ import select
 import socket
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
-from tests.e2e.conftest import Server
+from tests.e2e.conftest import Server, running_server
 
 SPEC = {
     "name": "hopper",
@@ -50,6 +55,16 @@ def episodes(first_episode: int, count: int, length: int, seed: int) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+@pytest.fixture(params=["local", "s3"])
+def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
+    settings = {"REPLAYBANK_QUERY_THREADS": "1"}
+    if request.param == "s3":
+        seaweedfs = request.getfixturevalue("seaweedfs")
+        settings.update({"REPLAYBANK_STORAGE_URL": f"s3://{seaweedfs.bucket}/{uuid.uuid4().hex}", **seaweedfs.env()})
+    with running_server(tmp_path, settings) as running:
+        yield running
+
+
 def upload(server: Server, body: bytes, key: str | None = None, timeout: float = 60) -> httpx.Response:
     headers = {**server.headers(), "Content-Type": ARROW, **({"Idempotency-Key": key} if key else {})}
     return httpx.post(f"{server.url}/v1/datasets/hopper/transitions", content=body, headers=headers, timeout=timeout)
@@ -57,7 +72,8 @@ def upload(server: Server, body: bytes, key: str | None = None, timeout: float =
 
 def check_every_version_intact(server: Server, allowed_sizes: set[int]) -> list[dict]:
     """Versions are 0..k without gaps; each is whole (one upload's rows) and every file reads back."""
-    with httpx.Client(base_url=server.url, headers=server.headers(), timeout=60) as client:
+    # follow_redirects: on object storage a file is a 307 to a presigned URL (httpx drops the token there)
+    with httpx.Client(base_url=server.url, headers=server.headers(), timeout=60, follow_redirects=True) as client:
         versions = sorted(client.get("/v1/datasets/hopper/versions", params={"limit": 1000}).json()["data"], key=lambda v: v["version"])
         assert [v["version"] for v in versions] == list(range(len(versions)))
         for previous, version in zip(versions, versions[1:]):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -56,10 +56,32 @@ def same_rows(pulled: pa.Table, *uploaded: pa.Table) -> bool:
     return pulled.select(CLIENT_COLUMNS).sort_by(order).equals(expected.sort_by(order))
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[Server]:
-    with running_server(tmp_path_factory.mktemp("client-e2e")) as running:
+@pytest.fixture(scope="module", params=["local", "s3"])
+def server(tmp_path_factory, request) -> Iterator[Server]:
+    """The service on its local data folder, or on a prefix of its own on the session's SeaweedFS."""
+    settings = {}
+    if request.param == "s3":
+        seaweedfs = request.getfixturevalue("seaweedfs")
+        settings = {"REPLAYBANK_STORAGE_URL": f"s3://{seaweedfs.bucket}/{uuid.uuid4().hex}", **seaweedfs.env()}
+    with running_server(tmp_path_factory.mktemp("client-e2e"), settings) as running:
         yield running
+
+
+def rewrite_stored_file(server: Server, request: pytest.FixtureRequest, name: str, change: Callable[[bytes], bytes]) -> None:
+    """Change a data file where the service keeps it: in its data folder, or in object storage."""
+    storage_url = server.env.get("REPLAYBANK_STORAGE_URL")
+    if storage_url is None:
+        (stored,) = server.data_dir.rglob(name)
+        stored.write_bytes(change(stored.read_bytes()))
+        return
+    seaweedfs = request.getfixturevalue("seaweedfs")
+    prefix = storage_url.removeprefix(f"s3://{seaweedfs.bucket}/")
+    (key,) = [key for key in seaweedfs.objects(seaweedfs.bucket, prefix) if key.endswith("/" + name)]
+    filesystem = seaweedfs.filesystem()
+    with filesystem.open_input_stream(f"{seaweedfs.bucket}/{key}") as source:
+        content = source.read()
+    with filesystem.open_output_stream(f"{seaweedfs.bucket}/{key}") as target:
+        target.write(change(content))
 
 
 @pytest.fixture
@@ -165,13 +187,16 @@ def test_bodies_and_versions_larger_than_one_piece_move_whole(client, dataset, t
     assert [done for done, _ in pulled_progress] == sorted(done for done, _ in pulled_progress)
 
 
-def test_a_file_corrupted_on_the_server_is_refused_and_nothing_is_kept(client, dataset, server, transfer) -> None:
+def test_a_file_corrupted_on_the_server_is_refused_and_nothing_is_kept(client, dataset, server, transfer, request) -> None:
     client.upload(dataset, rows(20, 50))
     entry = client.files(dataset, 1).data[0]
-    (stored,) = server.data_dir.rglob(entry.path)
-    content = bytearray(stored.read_bytes())
-    content[len(content) // 3] ^= 0xFF  # inside the first row group's data: it still decodes
-    stored.write_bytes(bytes(content))
+
+    def flip_a_byte(original: bytes) -> bytes:
+        content = bytearray(original)
+        content[len(content) // 3] ^= 0xFF  # inside the first row group's data: it still decodes
+        return bytes(content)
+
+    rewrite_stored_file(server, request, entry.path, flip_a_byte)
 
     with pytest.raises(ChecksumMismatch):
         client.pull(dataset, 1)

@@ -55,6 +55,32 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
     return request.getfixturevalue("postgres_url")
 
 
+@pytest.fixture(params=["local"])
+def storage(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Where the service keeps its bytes, as settings: the local data folder, or (parametrise with "s3") a
+    prefix of its own on the session's SeaweedFS. `STORAGE_BACKENDS` runs a module on both.
+
+    The in-process test client routes every URL to the app, so here downloads from object storage pass
+    through the service; tests/service/test_object_storage.py and the e2e tests follow presigned redirects."""
+    if request.param == "local":
+        return {}
+    server = request.getfixturevalue("seaweedfs")
+    aws = {name.lower(): value for name, value in server.env().items()}
+    return {"storage_url": request.getfixturevalue("s3_url"), "presigned_downloads": False, **aws}
+
+
+STORAGE_BACKENDS = pytest.mark.parametrize(
+    ("database_url", "storage"), [("sqlite", "local"), ("postgresql", "local"), ("sqlite", "s3")], indirect=True
+)
+"""The storage suite: each test on the local folder (with either catalog) and on object storage."""
+BOTH_STORES = pytest.mark.parametrize("storage", ["local", "s3"], indirect=True)
+"""The same, for tests whose catalog is fixed."""
+
+
+def stored_keys(client: TestClient, under: str = "") -> list[str]:
+    """Every file the service keeps under `under` of its store (the data folder, or its object-storage prefix)."""
+    return client.app.state.services.storage.store.files(under)
+
 MakeClient = Callable[..., TestClient]
 
 
@@ -65,7 +91,9 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def make_client(tmp_path: Path, database_url: str | None, clock: ManualClock) -> Iterator[MakeClient]:
+def make_client(
+    tmp_path: Path, database_url: str | None, clock: ManualClock, storage: dict[str, Any]
+) -> Iterator[MakeClient]:
     """Start an app (lifespan included) with these settings overrides, its leases on the test's `clock`; all
     are closed at teardown."""
     with ExitStack() as stack:
@@ -77,6 +105,7 @@ def make_client(tmp_path: Path, database_url: str | None, clock: ManualClock) ->
                     "database_url": database_url,
                     "admin_token": ADMIN_TOKEN,
                     "query_threads": 1,
+                    **storage,
                     **overrides,
                 }
             )

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, inspect
 
 from tests.factories import upload_rows as rows
-from tests.service.conftest import ADMIN, HOPPER, MakeClient, append
+from tests.service.conftest import ADMIN, BOTH_STORES, HOPPER, MakeClient, append
 
 CARD = "# Hopper\n\nRandom-policy rollouts, **5-step** episodes."
 
@@ -71,6 +71,7 @@ def test_editing_needs_the_write_scope(hopper: TestClient) -> None:
     assert edit(hopper, {"description": "yes"}, scoped["write"]).json()["description"] == "yes"
 
 
+@BOTH_STORES
 def test_a_lost_catalog_comes_back_with_the_edits(make_client: MakeClient, tmp_path: Path) -> None:
     first = make_client(database_url=None)
     assert first.post("/v1/datasets", json={**HOPPER, "description": "as created"}, headers=ADMIN).status_code == 201
@@ -87,6 +88,7 @@ def test_a_lost_catalog_comes_back_with_the_edits(make_client: MakeClient, tmp_p
     assert dataset["latest_version"] == 1 and dataset["observation"]["shape"] == [11]
 
 
+@BOTH_STORES
 def test_a_dataset_never_edited_comes_back_with_its_creation_description(make_client: MakeClient, tmp_path: Path) -> None:
     first = make_client(database_url=None)
     first.post("/v1/datasets", json={**HOPPER, "description": "as created"}, headers=ADMIN)

@@ -22,7 +22,7 @@ from service.catalog.tables import DatasetRow, EpisodeRow, FileRow, TagRow, Vers
 from service.settings import Settings
 from tests.clock import ManualClock
 from tests.factories import upload_rows as rows
-from tests.service.conftest import ADMIN, ARROW, GRID, HOPPER, MakeClient, append, arrow_body
+from tests.service.conftest import ADMIN, ARROW, BOTH_STORES, GRID, HOPPER, MakeClient, append, arrow_body
 
 LEASE = "Replaybank-Lease"
 LEASE_SECONDS = Settings().lease_seconds
@@ -155,6 +155,7 @@ def test_bad_jobs_are_refused_naming_the_field_and_nothing_is_queued(start) -> N
     assert claim(client) is None
 
 
+@BOTH_STORES
 def test_a_worker_runs_a_job_through_the_protocol(start) -> None:
     client = start()
     worker = token(client, "worker-1", "worker")
@@ -424,6 +425,7 @@ def test_a_dataset_in_use_cannot_be_deleted(start) -> None:
     assert client.delete("/v1/datasets/hopper", headers=ADMIN).status_code == 204
 
 
+@BOTH_STORES
 def test_a_deleted_dataset_leaves_no_file_and_no_catalog_row(start) -> None:
     client = start()
     assert client.put("/v1/datasets/hopper/tags/base", json={"version": 1}, headers=ADMIN).status_code == 200
@@ -438,9 +440,12 @@ def test_a_deleted_dataset_leaves_no_file_and_no_catalog_row(start) -> None:
     services = client.app.state.services
     dataset_id = services.datasets.get("hopper").id
     data_dir = services.settings.data_dir
+    store = services.storage.store
 
     def paths_of_the_dataset() -> list[str]:
-        return sorted(str(path.relative_to(data_dir)) for path in data_dir.rglob("*") if dataset_id in path.parts)
+        """Files and folders of the dataset on the local disk, and its files in the store (local or S3)."""
+        local = {str(path.relative_to(data_dir)) for path in data_dir.rglob("*") if dataset_id in path.parts}
+        return sorted(local | {key for key in store.files("") if dataset_id in key.split("/")})
 
     def catalog_rows_of_the_dataset() -> dict[str, int]:
         with services.catalog.session() as session:
@@ -458,7 +463,8 @@ def test_a_deleted_dataset_leaves_no_file_and_no_catalog_row(start) -> None:
         return {name: count for name, count in counts.items() if count}
 
     before = paths_of_the_dataset()
-    assert f"datasets/{dataset_id}" in before and f"artifacts/dynamics/{dataset_id}" in before, before
+    assert any(path.startswith(f"datasets/{dataset_id}/_delta_log/") for path in before), before
+    assert f"artifacts/dynamics/{dataset_id}/1/combo-0.bin" in before, before
     assert set(catalog_rows_of_the_dataset()) == {
         "datasets", "dataset_versions", "dataset_files", "dataset_episodes", "dataset_tags", "dynamics_models"
     }, catalog_rows_of_the_dataset()
@@ -594,6 +600,7 @@ def test_an_evaluate_job_records_returns_on_the_card(start) -> None:
     assert [(entry["mean"], entry["job_id"]) for entry in evaluations] == [(15.0, job["id"])]
 
 
+@BOTH_STORES
 def test_policy_archives_are_checked(start) -> None:
     client = start()
     job = submit(client)
@@ -606,8 +613,11 @@ def test_policy_archives_are_checked(start) -> None:
     assert wrong.status_code == 422 and wrong.json()["error"]["field"] == "card.algorithm"
     assert upload_policy(client, job["id"], lease, b"not a tar").status_code == 422
     assert client.get("/v1/policies", headers=ADMIN).json()["count"] == 0
+    artifacts = client.app.state.services.artifacts
+    assert artifacts.store.files("artifacts/policies") == [] and list(artifacts.tmp.iterdir()) == []
 
 
+@BOTH_STORES
 def test_deleting_a_policy_in_use_is_refused(start) -> None:
     client = start()
     policy = _trained_policy(client)
@@ -656,6 +666,7 @@ def test_readiness_names_an_unreachable_redis(make_client: MakeClient) -> None:
     assert response.status_code == 503 and response.json()["error"]["field"] == "queue"
 
 
+@BOTH_STORES
 def test_dynamics_models_are_kept_per_dataset_version(start) -> None:
     client = start()
     first = submit(client, algorithm="combo")

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.factories import upload_rows as rows
-from tests.service.conftest import ADMIN, HOPPER, MakeClient, append
+from tests.service.conftest import ADMIN, BOTH_STORES, HOPPER, MakeClient, append
 
 
 @pytest.fixture
@@ -31,6 +31,7 @@ def query(client: TestClient, sql: str, **extra: object) -> dict:
     return {"status": response.status_code, **response.json()}
 
 
+@BOTH_STORES
 def test_a_select_sees_exactly_the_pinned_version(two_versions: TestClient) -> None:
     sql = "SELECT count(*) AS n, count(DISTINCT episode_id) AS episodes FROM transitions"
     assert query(two_versions, sql)["rows"] == [[15, 3]]
@@ -77,6 +78,7 @@ Columns = dict[str, np.ndarray]
         ("reward > 0 AND source = 'policy:p'", lambda c: (c["reward"] > 0) & (c["source"] == "policy:p")),
     ],
 )
+@BOTH_STORES
 def test_filters_match_the_pulled_rows(mixed_rows: TestClient, where: str, expected: Callable[[Columns], np.ndarray]) -> None:
     columns = pulled(mixed_rows)
     mask = expected(columns)
@@ -100,6 +102,7 @@ def test_integer_aggregates_are_json_integers(mixed_rows: TestClient) -> None:
     assert types["positive"] == types["steps"] == "int64" and types["huge"] == "decimal128(38, 0)"
 
 
+@BOTH_STORES
 def test_arrow_out(two_versions: TestClient) -> None:
     response = two_versions.post(
         "/v1/datasets/hopper/query",

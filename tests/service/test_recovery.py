@@ -9,7 +9,9 @@ from fastapi.testclient import TestClient
 
 from service.catalog import Catalog
 from tests.factories import upload_rows as rows
-from tests.service.conftest import ADMIN, HOPPER, MakeClient, append
+from tests.service.conftest import ADMIN, HOPPER, STORAGE_BACKENDS, MakeClient, append
+
+pytestmark = STORAGE_BACKENDS
 
 
 def fail_next_catalog_write(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -89,19 +91,19 @@ def test_a_delete_interrupted_after_its_catalog_write_is_finished_on_start(
     append(first, rows(episodes=1, length=3))
     services = first.app.state.services
     dataset_id = services.datasets.get("hopper").id
-    model = tmp_path / "data" / "artifacts" / "dynamics" / dataset_id / "1" / "combo-0.bin"
-    model.parent.mkdir(parents=True)
-    model.write_bytes(b"model")
+    store = services.artifacts.store
+    model = f"artifacts/dynamics/{dataset_id}/1/combo-0.bin"
+    store.put_bytes(model, b"model")
 
     def crash(dataset_id: str) -> None:
         raise OSError("the process died here")
 
     monkeypatch.setattr(services.artifacts, "remove_dataset", crash)
     assert first.delete("/v1/datasets/hopper", headers=ADMIN).status_code == 500
-    assert model.exists()
+    assert store.exists(model)
     first.__exit__(None, None, None)
 
     restarted = make_client()
     assert restarted.get("/v1/datasets/hopper", headers=ADMIN).status_code == 404
-    leftovers = [path for path in (tmp_path / "data").rglob("*") if dataset_id in path.parts]
-    assert leftovers == []
+    assert [key for key in store.files("") if dataset_id in key] == []
+    assert [path for path in (tmp_path / "data").rglob("*") if dataset_id in path.parts] == []

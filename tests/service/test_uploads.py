@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -11,16 +10,27 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.factories import upload_rows as rows
-from tests.service.conftest import ADMIN, ARROW, GRID, PARQUET, MakeClient, append, arrow_body, json_body, parquet_body
+from tests.service.conftest import (
+    ADMIN,
+    ARROW,
+    BOTH_STORES,
+    GRID,
+    PARQUET,
+    MakeClient,
+    append,
+    arrow_body,
+    json_body,
+    parquet_body,
+    stored_keys,
+)
 
 
-def data_files(client: TestClient) -> list[Path]:
-    root = client.app.state.settings.data_dir / "datasets"
-    return sorted(root.rglob("*.parquet"))
+def data_files(client: TestClient) -> list[str]:
+    return [key for key in stored_keys(client, "datasets") if key.endswith(".parquet")]
 
 
-def delta_commits(client: TestClient) -> list[Path]:
-    return sorted((client.app.state.settings.data_dir / "datasets").rglob("_delta_log/*.json"))
+def delta_commits(client: TestClient) -> list[str]:
+    return [key for key in stored_keys(client, "datasets") if "/_delta_log/" in key and key.endswith(".json")]
 
 
 @pytest.fixture
@@ -183,6 +193,7 @@ def test_json_upload_round_trips_with_sources(hopper: TestClient) -> None:
     assert stats["sources"] == {"policy:abc": 6}
 
 
+@BOTH_STORES
 def test_oversized_bodies_get_413_whether_declared_or_streamed(make_client: MakeClient) -> None:
     client = make_client(max_upload_bytes=4096)
     assert client.post("/v1/datasets", json={**GRID}, headers=ADMIN).status_code == 201
@@ -210,6 +221,7 @@ def many_batches(table: pa.Table, rows_per_batch: int) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+@BOTH_STORES
 def test_a_streamed_upload_names_the_row_counted_from_the_start(loaded: TestClient) -> None:
     table = with_value(rows(episodes=3, length=10, first_episode=20), "observation", 23, float("inf"))
     before = data_files(loaded)
@@ -226,6 +238,7 @@ def test_a_streamed_upload_names_the_row_counted_from_the_start(loaded: TestClie
     assert data_files(loaded) == before
 
 
+@BOTH_STORES
 def test_a_streamed_upload_in_many_batches_is_one_version(loaded: TestClient) -> None:
     table = rows(episodes=5, length=100, first_episode=50)
     response = loaded.post("/v1/datasets/hopper/transitions", content=many_batches(table, 33), headers={**ADMIN, **ARROW})

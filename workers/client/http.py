@@ -1,7 +1,8 @@
 """The core every part of the client shares: one pooled HTTP connection, `_request`, and the error type.
 
 `_request` adds the bearer token, retries transport failures of requests that are safe to repeat (with
-a short exponential back-off), and turns the service's error envelope into a `ReplaybankError`.
+a short exponential back-off), follows a GET's 307 to a presigned object-storage URL (without the token:
+the URL carries its own signature), and turns the service's error envelope into a `ReplaybankError`.
 `_json`, `_model` and `_paginate` build on it; the modules beside this one add the endpoints.
 """
 
@@ -111,6 +112,10 @@ class ClientCore:
             try:
                 request = self._http.build_request(method, path, **kwargs)
                 response = self._http.send(request, stream=stream)
+                location = response.headers.get("location")
+                if method == "GET" and response.status_code == PRESIGNED_REDIRECT and location:
+                    response.close()
+                    response = self._http.send(presigned_request(request, location), stream=stream)
                 break
             except httpx.TransportError as error:
                 if attempt + 1 >= attempts:
@@ -141,6 +146,17 @@ class ClientCore:
             if not page.get("next"):
                 return items
             query["cursor"] = page["next"]
+
+
+PRESIGNED_REDIRECT = 307
+"""How the service answers a download whose bytes are in object storage: go to `Location` instead."""
+
+
+def presigned_request(original: httpx.Request, location: str) -> httpx.Request:
+    """The same GET (its Range and other headers) at a presigned URL, without the bearer token: the URL is
+    signed, the object store would refuse a second credential, and the token must not leave the service."""
+    headers = {name: value for name, value in original.headers.items() if name.lower() not in ("authorization", "host")}
+    return httpx.Request("GET", location, headers=headers)
 
 
 def backoff(attempt: int) -> float:

@@ -17,6 +17,10 @@ from urllib.parse import urlsplit
 from urllib.request import getproxies_environment, proxy_bypass_environment
 
 
+PRESIGNED_REDIRECT = 307
+"""The service's answer for a file whose bytes are in object storage: `Location` is a presigned URL."""
+
+
 class TransferFailed(Exception):
     """The connection failed or broke before the whole body arrived (the request may be repeated)."""
 
@@ -112,15 +116,27 @@ class BulkDownloader:
         return bool(parts.hostname) and bool(proxy_bypass_environment(parts.hostname, proxies))
 
     def get(self, path: str, headers: Mapping[str, str] | None = None) -> Opened:
+        """GET `path` on the service; a 307 to a presigned URL is followed there with the same headers but
+        without the service's (the URL is signed and the token stays with the service)."""
+        opened = self._open(self._https, self._host, self._port, self._prefix + path, {**self._headers, **(headers or {})}, path)
+        location = next((value for name, value in opened.headers.items() if name.lower() == "location"), None)
+        if opened.status != PRESIGNED_REDIRECT or not location:
+            return opened
+        opened.body.close()
+        parts = urlsplit(location)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise TransferFailed(f"GET {path}: redirected to {location!r}, which is not an http(s) URL")
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        return self._open(parts.scheme == "https", parts.hostname, parts.port, target, dict(headers or {}), path)
+
+    def _open(self, https: bool, host: str, port: int | None, target: str, headers: dict[str, str], path: str) -> Opened:
         connection: http.client.HTTPConnection
-        if self._https:
-            connection = http.client.HTTPSConnection(
-                self._host, self._port, timeout=self._timeout, context=self._ssl_context
-            )
+        if https:
+            connection = http.client.HTTPSConnection(host, port, timeout=self._timeout, context=self._ssl_context)
         else:
-            connection = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+            connection = http.client.HTTPConnection(host, port, timeout=self._timeout)
         try:
-            connection.request("GET", self._prefix + path, headers={**self._headers, **(headers or {})})
+            connection.request("GET", target, headers=headers)
             response = connection.getresponse()
         except (OSError, http.client.HTTPException) as error:
             connection.close()

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from service.storage.datasets import StagingWriter
+from service.storage.stores import LocalStore
 from workers.client.pull.parquet_lists import read_fixed_size_lists
 
 ROWS = 5_000
@@ -97,7 +98,7 @@ def test_the_services_own_files_take_the_fast_path(tmp_path) -> None:
             "source": pa.array(["logged"] * rows),
         }
     )
-    writer = StagingWriter(tmp_path, "part.parquet")
+    writer = StagingWriter(LocalStore(tmp_path).writer("part.parquet"), "part.parquet")
     for batch in table.to_batches(max_chunksize=20_000):
         writer.write(pa.Table.from_batches([batch]))
     writer.close()
