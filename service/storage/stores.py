@@ -9,10 +9,12 @@ names a table (a path, or an `s3://` URL with storage options), and in renames, 
 from __future__ import annotations
 
 import hashlib
+import io
 import hmac
 import os
 import shutil
 import uuid
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,7 +51,7 @@ class StoredFileWriter:
         self._abandon()
 
 
-class Store:
+class Store(ABC):
     """The operations the dataset and artifact storage need; `LocalStore` and `S3Store` implement them."""
 
     filesystem: pafs.FileSystem
@@ -60,24 +62,25 @@ class Store:
     renames: bool
     """Whether a folder can be moved at once (only the local folder can)."""
 
+    @abstractmethod
     def fs_path(self, key: str) -> str:
         """The key's path in `filesystem`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def table_uri(self, key: str) -> str:
         """The key as delta-rs opens it."""
-        raise NotImplementedError
 
+    @abstractmethod
     def writer(self, key: str) -> StoredFileWriter:
-        raise NotImplementedError
+        """A file to stream the bytes of `key` into; it appears whole on `close`, never on `abort`."""
 
+    @abstractmethod
     def put_file(self, key: str, staged: Path) -> None:
         """Move a finished local file under `key`, replacing what was there; `staged` is gone afterwards."""
-        raise NotImplementedError
 
+    @abstractmethod
     def put_bytes(self, key: str, data: bytes) -> None:
         """Replace the object at `key` with `data`, atomically (a reader sees the old bytes or the new)."""
-        raise NotImplementedError
 
     def local_path(self, key: str) -> Path | None:
         """The file on this machine's disk, when the store is a local folder."""
@@ -130,9 +133,9 @@ class Store:
         except FileNotFoundError:
             pass
 
+    @abstractmethod
     def move_tree(self, source: str, target: str) -> None:
-        """Rename a folder at once (only where `renames`)."""
-        raise NotImplementedError
+        """Rename a folder at once; callers check `renames` first."""
 
     def ping(self) -> None:
         """Raise when the store does not answer."""
@@ -215,6 +218,11 @@ class S3Store(Store):
     """A bucket and prefix of S3-compatible object storage; credentials and endpoint from the AWS_* settings."""
 
     renames = False
+
+    def move_tree(self, source: str, target: str) -> None:
+        # S3 has no rename: a copy of every object would be neither atomic nor quick, so callers that see
+        # `renames` False hide a tree behind a marker object instead (`DatasetStorage.move_to_trash`).
+        raise io.UnsupportedOperation(f"{self.location} cannot rename {source} to {target}: object storage has no rename")
 
     def __init__(self, url: str, options: dict[str, str], presign_seconds: int | None = None) -> None:
         """`presign_seconds`: how long a download URL stays valid; None hands out none (bytes go through the service)."""
