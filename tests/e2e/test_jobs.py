@@ -33,6 +33,16 @@ SPEC = DatasetSpec(
     env_id="Pendulum-v1",
 )
 SMALL = {"hidden_sizes": [32, 32], "batch_size": 64}
+TINY_COMBO = {
+    **SMALL,
+    "ensemble_size": 2,
+    "elites": 1,
+    "dynamics_hidden_sizes": [16, 16],
+    "max_dynamics_epochs": 2,
+    "rollout_batch_size": 64,
+    "rollout_interval": 25,
+    "sampled_actions": 2,
+}
 LEASE_SECONDS = 2
 
 
@@ -317,17 +327,7 @@ def test_a_killed_collector_leaves_whole_chunks_and_its_retry_adds_no_duplicates
 
 
 def test_combo_trains_its_dynamics_model_once_per_version(client, start_worker, tmp_path) -> None:
-    tiny = {
-        **SMALL,
-        "ensemble_size": 2,
-        "elites": 1,
-        "dynamics_hidden_sizes": [16, 16],
-        "max_dynamics_epochs": 2,
-        "rollout_batch_size": 64,
-        "rollout_interval": 25,
-        "sampled_actions": 2,
-    }
-    jobs = [train(client, steps=50, algorithm="combo", params=tiny, seed=seed) for seed in (0, 1)]
+    jobs = [train(client, steps=50, algorithm="combo", params=TINY_COMBO, seed=seed) for seed in (0, 1)]
     worker = start_worker("--max-jobs", "2")
     done = [wait_for(client, job.id, lambda job: job.status == "succeeded", 180, tmp_path) for job in jobs]
     assert worker.wait(timeout=60) == 0

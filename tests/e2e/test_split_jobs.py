@@ -11,6 +11,7 @@ import pytest
 from schemas.splits import Split, held_out
 from tests.e2e.test_jobs import (
     SMALL,
+    TINY_COMBO,
     cli,
     client,
     pendulum_rows,
@@ -83,21 +84,11 @@ def test_a_train_job_with_a_split_reports_validation_metrics_and_records_the_spl
 
 def test_combo_with_a_split_keeps_its_dynamics_model_apart_from_the_whole_version(client, start_worker, tmp_path) -> None:
     # the whole version's model saw the held-out episodes: a split job must not reuse it, nor replace it
-    tiny = {
-        **SMALL,
-        "ensemble_size": 2,
-        "elites": 1,
-        "dynamics_hidden_sizes": [16, 16],
-        "max_dynamics_epochs": 2,
-        "rollout_batch_size": 64,
-        "rollout_interval": 25,
-        "sampled_actions": 2,
-    }
     split = {"validation_fraction": 0.5, "seed": a_seed_holding_out_some(0.5)}
     jobs = [
-        train(client, steps=20, algorithm="combo", params=tiny),
-        train(client, steps=20, algorithm="combo", params=tiny, split=split),
-        train(client, steps=20, algorithm="combo", params=tiny, split=split, seed=1),
+        train(client, steps=20, algorithm="combo", params=TINY_COMBO),
+        train(client, steps=20, algorithm="combo", params=TINY_COMBO, split=split),
+        train(client, steps=20, algorithm="combo", params=TINY_COMBO, split=split, seed=1),
     ]
     worker = start_worker("--max-jobs", "3")
     done = [wait_for(client, job.id, lambda job: job.status == "succeeded", 240, tmp_path) for job in jobs]
