@@ -103,6 +103,8 @@ def test_compose_has_the_whole_deployment(compose: dict) -> None:
         assert services[worker]["depends_on"][LB]["condition"] == "service_healthy"
     for name in ("redis", "postgres", STORE, LB, *replicas(compose)):
         assert "healthcheck" in services[name], name
+    for name in (STORE, LB, *replicas(compose)):
+        assert services[name].get("restart") == "unless-stopped", f"{name} must come back after a crash"
     # Only the balancer is published: a request that went to one replica directly would still work, but
     # clients and workers are meant to see one address.
     assert [name for name, service in services.items() if "ports" in service] == [LB]
