@@ -199,3 +199,19 @@ def test_one_replica_sweeps_for_silent_jobs_at_a_time(make_client: MakeClient, o
     with other_replica_locks.hold(LEASE_SWEEPER_LOCK):
         assert client.portal.call(protocol.sweep_once) is False
     assert client.portal.call(protocol.sweep_once) is True
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_replicas_starting_together_on_a_fresh_catalog_all_start(make_client: MakeClient, tmp_path: Path) -> None:
+    """Making the tables and the configured tokens would race (unique violations in PostgreSQL's own catalog)."""
+    together = threading.Barrier(3)
+
+    def start(index: int) -> TestClient:
+        together.wait()
+        return make_client(data_dir=tmp_path / f"replica-{index}")
+
+    with ThreadPoolExecutor(3) as pool:
+        started = list(pool.map(start, range(3)))
+    for client in started:
+        assert client.get("/readyz").status_code == 200
+        assert client.get("/v1/datasets", headers=ADMIN).status_code == 200
