@@ -30,8 +30,9 @@ class Settings(BaseSettings):
     aws_region: str | None = Field(default=None, validation_alias=AliasChoices("AWS_REGION", "aws_region"))
     aws_allow_http: bool = Field(default=False, validation_alias=AliasChoices("AWS_ALLOW_HTTP", "aws_allow_http"))
     presigned_downloads: bool = True
-    """With object storage, answer downloads of version files and policy artifacts with a redirect to a
-    presigned URL, so the bytes go from the store to the client; off, they pass through the service."""
+    """With object storage, answer downloads of version files, policy artifacts, checkpoints and dynamics
+    models with a redirect to a presigned URL, so the bytes go from the store to the client; off, they pass
+    through the service."""
     presign_seconds: int = Field(default=300, ge=1, le=7 * 86_400)
     """How long a presigned download URL stays valid."""
     database_url: str | None = None

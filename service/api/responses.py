@@ -66,13 +66,19 @@ def binary_answer(description: str, *media_types: str, status: int = 200, header
     return {status: answer}
 
 
-PRESIGNED_REDIRECT: Responses = {
-    307: {
-        "description": "With object storage (REPLAYBANK_STORAGE_URL): the bytes are at `Location`, a presigned URL "
-        "valid for REPLAYBANK_PRESIGN_SECONDS. Repeat the request there (same Range) without the Authorization header.",
-        "headers": {"Location": {"description": "the presigned object-storage URL", "schema": {"type": "string"}}},
+def presigned_redirect(headers: dict[str, str] | None = None) -> Responses:
+    """The 307 a download answers with object storage; `headers` names what it sets beside `Location`."""
+    declared = {"Location": "the presigned object-storage URL", **(headers or {})}
+    return {
+        307: {
+            "description": "With object storage (REPLAYBANK_STORAGE_URL): the bytes are at `Location`, a presigned URL "
+            "valid for REPLAYBANK_PRESIGN_SECONDS. Repeat the request there (same Range) without the Authorization header.",
+            "headers": {name: {"description": text, "schema": {"type": "string"}} for name, text in declared.items()},
+        }
     }
-}
+
+
+PRESIGNED_REDIRECT = presigned_redirect()
 
 
 _VALUES = {"type": "array", "items": {"type": "number"}, "description": "flattened row-major, as long as the spec says"}

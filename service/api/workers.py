@@ -1,6 +1,8 @@
 """The worker protocol: claim (long-poll), heartbeat, checkpoint, policy, complete, fail, release.
 
 Every call about a held job carries the lease token from the claim in the `Replaybank-Lease` header.
+With object storage, checkpoint and dynamics downloads answer 307 to a presigned URL (as version files
+do); their uploads still come through here, so workers never hold storage credentials.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from schemas.http import LEASE_HEADER, OCTET_STREAM, STEP_HEADER, TAR
 from schemas.jobs import Claim, ClaimRequest, Heartbeat, HeartbeatReply, JobComplete, JobFail, JobPublic
 from schemas.policies import PolicyPublic
 from service.api.deps import PoliciesDep, ProtocolDep, WorkerDep
-from service.api.responses import PROTECTED, binary_answer, errors, raw_body
+from service.api.responses import PRESIGNED_REDIRECT, PROTECTED, binary_answer, errors, presigned_redirect, raw_body
 from service.errors import ApiError
 from service.responses import stored_file
 
@@ -97,12 +99,13 @@ async def put_checkpoint(
     response_class=FileResponse,
     responses={
         **binary_answer("the job's last checkpoint", OCTET_STREAM, headers={STEP_HEADER: "the step it was taken at"}),
+        **presigned_redirect({STEP_HEADER: "the step it was taken at (the object store does not repeat it)"}),
         **errors(404),
     },
 )
 async def get_checkpoint(job_id: str, protocol: ProtocolDep, _: WorkerDep) -> Response:
     stored, step = await protocol.checkpoint(job_id)
-    return stored_file(protocol.artifacts.store, stored, OCTET_STREAM, headers={STEP_HEADER: str(step)})
+    return stored_file(protocol.artifacts.store, stored, OCTET_STREAM, headers={STEP_HEADER: str(step)}, redirect=True)
 
 
 @router.post(
@@ -138,8 +141,8 @@ async def put_dynamics(
 @router.get(
     "/jobs/{job_id}/dynamics",
     response_class=FileResponse,
-    responses={**binary_answer("the dynamics model kept under `key`", OCTET_STREAM), **errors(404)},
+    responses={**binary_answer("the dynamics model kept under `key`", OCTET_STREAM), **PRESIGNED_REDIRECT, **errors(404)},
 )
 async def get_dynamics(job_id: str, key: DynamicsKey, protocol: ProtocolDep, _: WorkerDep) -> Response:
-    return stored_file(protocol.artifacts.store, await protocol.dynamics(job_id, key), OCTET_STREAM)
+    return stored_file(protocol.artifacts.store, await protocol.dynamics(job_id, key), OCTET_STREAM, redirect=True)
 

@@ -78,3 +78,16 @@ def test_every_answer_declares_the_request_id_header(client: TestClient) -> None
             for status, answer in operation["responses"].items():
                 header = answer.get("headers", {}).get("X-Request-ID")
                 assert header is not None and header["required"] is True, f"{method} {path} {status}"
+
+
+def test_every_download_that_object_storage_can_redirect_declares_the_307(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    downloads = {
+        "/v1/datasets/{name}/versions/{version}/files/{file}": [],
+        "/v1/policies/{policy_id}/artifact": [],
+        "/v1/jobs/{job_id}/checkpoint": ["Replaybank-Step"],  # the worker reads the step off the 307
+        "/v1/jobs/{job_id}/dynamics": [],
+    }
+    for path, extra in downloads.items():
+        redirect = document["paths"][path]["get"]["responses"]["307"]
+        assert {"Location", *extra} <= set(redirect["headers"]), path

@@ -1,10 +1,12 @@
-"""A real `replaybank serve` with REPLAYBANK_STORAGE_URL on SeaweedFS and a real `replaybank worker`: every
+"""A real `replaybank serve` with REPLAYBANK_STORAGE_URL on SeaweedFS and real `replaybank worker`s: every
 byte of data and every artifact lands in object storage, the local folder keeps only the catalog and scratch,
-and a deleted dataset or policy leaves no object behind."""
+a killed worker's job resumes on another from a checkpoint pulled through a presigned redirect, and a
+deleted dataset or policy leaves no object behind."""
 
 from __future__ import annotations
 
 import hashlib
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +46,7 @@ def client(service: Server, tmp_path: Path) -> Iterator[ReplaybankClient]:
         yield client
 
 
-def test_data_jobs_and_policies_live_in_object_storage_and_leave_nothing_when_deleted(
+def test_data_jobs_checkpoints_and_policies_live_in_object_storage_and_leave_nothing_when_deleted(
     service: Server, client: ReplaybankClient, seaweedfs: SeaweedFS, prefix: str, start_worker, tmp_path: Path  # noqa: F811
 ) -> None:
     def objects(under: str = "") -> list[str]:
@@ -70,12 +72,26 @@ def test_data_jobs_and_policies_live_in_object_storage_and_leave_nothing_when_de
     assert client.pull("pendulum", 1).num_rows == first.num_rows
 
     job = client.submit_job(
-        {"kind": "train", "algorithm": "iql", "dataset": "pendulum", "version": 1, "steps": 200, "seed": 0,
+        {"kind": "train", "algorithm": "iql", "dataset": "pendulum", "version": 1, "steps": 1000, "seed": 0,
          "params": {"hidden_sizes": [32, 32], "batch_size": 64}}
     )  # fmt: skip
-    worker = start_worker("--max-jobs", "1")
-    done = wait_for(client, job.id, lambda job: job.status == "succeeded", timeout=180, logs=tmp_path)
+    first = start_worker(name="first")
+    wait_for(client, job.id, lambda job: (job.checkpoint_step or 0) > 0, timeout=120, logs=tmp_path)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    # Once the lease lapses no upload of the dead worker's can still be landing.
+    checkpointed = wait_for(client, job.id, lambda job: job.status == "queued", timeout=60, logs=tmp_path).checkpoint_step
+    # The checkpoint comes from the store too; its step travels on the service's 307, which the client reads.
+    redirect = httpx.get(f"{service.url}/v1/jobs/{job.id}/checkpoint", headers=service.headers())
+    assert redirect.status_code == 307 and redirect.headers["location"].startswith(seaweedfs.endpoint)
+    assert redirect.headers["Replaybank-Step"] == str(checkpointed)
+    [checkpoint_key] = objects(f"artifacts/checkpoints/{job.id}")
+    with seaweedfs.filesystem().open_input_stream(f"{seaweedfs.bucket}/{prefix}/{checkpoint_key}") as stored:
+        assert client.get_checkpoint(job.id) == (checkpointed, stored.read())
+    worker = start_worker("--max-jobs", "1", name="second")
+    done = wait_for(client, job.id, lambda job: job.status == "succeeded", timeout=240, logs=tmp_path)
     assert worker.wait(timeout=60) == 0
+    assert done.attempts == 2 and done.result["resumed_from_step"] >= checkpointed
     assert done.policy_id is not None
     policy_objects = objects(f"artifacts/policies/{done.policy_id}")
     assert {key.rsplit("/", 1)[1] for key in policy_objects} >= {"policy.onnx", "policy.pt2", "card.json"}

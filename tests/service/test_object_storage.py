@@ -1,5 +1,6 @@
-"""What only object storage has: the settings that name it, its readiness, presigned download URLs, and
-several processes committing to one table on SeaweedFS through our storage code with no lock between them."""
+"""What only object storage has: the settings that name it, its readiness, presigned download URLs (of
+version files, checkpoints and dynamics models), and several processes committing to one table on
+SeaweedFS through our storage code with no lock between them."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from service.storage.stores import S3Store
 from tests.factories import upload_rows as rows
 from tests.seaweedfs import SeaweedFS
 from tests.service.conftest import ADMIN, HOPPER, MakeClient, append
+from tests.service.test_jobs import claim, held, submit
 
 ON_S3 = pytest.mark.parametrize(("database_url", "storage"), [("sqlite", "s3")], indirect=True)
 
@@ -161,3 +163,37 @@ def test_downloads_are_redirected_to_presigned_urls_that_need_no_token_and_expir
     assert httpx.get(expired).status_code == 403
     forged = location.replace("X-Amz-Expires=60", "X-Amz-Expires=6000")
     assert httpx.get(forged).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("database_url", "storage", "presigned", "status"),
+    [("sqlite", "s3", True, 307), ("sqlite", "s3", False, 200), ("sqlite", "local", True, 200)],
+    indirect=["database_url", "storage"],
+)
+def test_checkpoints_and_dynamics_models_are_redirected_only_with_presigned_downloads_on_object_storage(
+    make_client: MakeClient, storage: dict[str, Any], presigned: bool, status: int
+) -> None:
+    client = make_client(presigned_downloads=presigned)
+    assert client.post("/v1/datasets", json=HOPPER, headers=ADMIN).status_code == 201
+    assert append(client, rows(episodes=2, length=5)).status_code == 201
+    job = submit(client, algorithm="combo")
+    claimed = claim(client)
+    assert claimed is not None
+    checkpoint, dynamics = f"/v1/jobs/{job['id']}/checkpoint", f"/v1/jobs/{job['id']}/dynamics"
+    key = {"key": "combo-0"}
+    put = client.put(checkpoint, content=b"state at 7", headers={**held(claimed["lease"]), "Replaybank-Step": "7"})
+    assert put.status_code == 200, put.text
+    assert client.put(dynamics, params=key, content=b"model", headers=held(claimed["lease"])).status_code == 204
+
+    for url, params, stored in [(checkpoint, {}, b"state at 7"), (dynamics, key, b"model")]:
+        answer = client.get(url, params=params, headers=ADMIN, follow_redirects=False)
+        assert answer.status_code == status, (url, answer.text)
+        if url == checkpoint:
+            assert answer.headers["Replaybank-Step"] == "7"  # on a 307 too: the store cannot repeat it
+        if status == 200:
+            assert answer.content == stored, url
+            continue
+        location = answer.headers["location"]
+        assert location.startswith(storage["aws_endpoint_url"]) and answer.headers["cache-control"] == "no-store", url
+        assert ADMIN["Authorization"].split()[1] not in location and storage["aws_secret_access_key"] not in location
+        assert httpx.get(location).content == stored, url

@@ -114,8 +114,10 @@ class ClientCore:
                 response = self._http.send(request, stream=stream)
                 location = response.headers.get("location")
                 if method == "GET" and response.status_code == PRESIGNED_REDIRECT and location:
-                    response.close()
+                    redirect = response
+                    redirect.close()
                     response = self._http.send(presigned_request(request, location), stream=stream)
+                    response.history = [redirect]  # where `service_headers` finds what the service said
                 break
             except httpx.TransportError as error:
                 if attempt + 1 >= attempts:
@@ -157,6 +159,12 @@ def presigned_request(original: httpx.Request, location: str) -> httpx.Request:
     signed, the object store would refuse a second credential, and the token must not leave the service."""
     headers = {name: value for name, value in original.headers.items() if name.lower() not in ("authorization", "host")}
     return httpx.Request("GET", location, headers=headers)
+
+
+def service_headers(response: httpx.Response) -> httpx.Headers:
+    """The headers the service answered with: its 307's when the bytes came from a presigned URL (the object
+    store knows nothing of the service's own headers, such as a checkpoint's step)."""
+    return response.history[0].headers if response.history else response.headers
 
 
 def backoff(attempt: int) -> float:

@@ -27,7 +27,7 @@ from schemas.jobs import (
 )
 from schemas.policies import POLICY_FILES, PolicyPublic
 from schemas.workers import WorkerPublic
-from workers.client.http import ClientCore, ReplaybankError, segment
+from workers.client.http import ClientCore, ReplaybankError, segment, service_headers
 
 
 
@@ -127,7 +127,7 @@ class Jobs(ClientCore):
             if error.status == 404:
                 return None
             raise
-        return int(response.headers[STEP_HEADER]), response.content
+        return int(service_headers(response)[STEP_HEADER]), response.content
 
     def get_dynamics(self, job_id: str, key: str) -> bytes | None:
         """A COMBO dynamics model stored for the job's dataset version under `key`, or None."""
