@@ -246,26 +246,27 @@ def test_a_worker_on_one_replica_trains_on_a_version_uploaded_through_another_pu
     replicas: list[Server], tmp_path: Path
 ) -> None:
     first, second, third = replicas
-    with ReplaybankClient(first.url, first.admin_token, cache=tmp_path / "user-cache") as through_first:
-        through_first.create_dataset("pendulum", PENDULUM)
-        assert through_first.upload("pendulum", pendulum_rows(episodes=4)).version == 1
-        manifest = through_first.files("pendulum", 1).data
-    served_before = requests_answered(third)
-    with ReplaybankClient(second.url, second.admin_token, cache=tmp_path / "user-cache") as through_second:
-        job = through_second.submit_job(
-            {"kind": "train", "algorithm": "bc", "dataset": "pendulum", "version": 1, "steps": 40, "seed": 0, "params": SMALL}
-        )
-        worker = start_worker_process(third.url, WORKER_TOKEN, tmp_path, "--max-jobs", "1")
-        try:
+    # Started first, so its imports overlap the upload; until the job is submitted its claims find nothing.
+    worker = start_worker_process(third.url, WORKER_TOKEN, tmp_path, "--max-jobs", "1")
+    try:
+        with ReplaybankClient(first.url, first.admin_token, cache=tmp_path / "user-cache") as through_first:
+            through_first.create_dataset("pendulum", PENDULUM)
+            assert through_first.upload("pendulum", pendulum_rows(episodes=4)).version == 1
+            manifest = through_first.files("pendulum", 1).data
+        served_before = requests_answered(third)
+        with ReplaybankClient(second.url, second.admin_token, cache=tmp_path / "user-cache") as through_second:
+            job = through_second.submit_job(
+                {"kind": "train", "algorithm": "bc", "dataset": "pendulum", "version": 1, "steps": 40, "seed": 0, "params": SMALL}
+            )
             done = wait_for(through_second, job.id, lambda job: job.status == "succeeded", timeout=180, logs=tmp_path)
             assert worker.wait(timeout=60) == 0
-        finally:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait(timeout=30)
-        assert done.policy_id is not None
-        policy = through_second.download_policy(done.policy_id, tmp_path / "policy")
-        assert policy["onnx"].stat().st_size > 0
+            assert done.policy_id is not None
+            policy = through_second.download_policy(done.policy_id, tmp_path / "policy")
+            assert policy["onnx"].stat().st_size > 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(timeout=30)
 
     served = requests_answered(third)
     redirected = served.get(("GET", FILE_ROUTE, "307"), 0) - served_before.get(("GET", FILE_ROUTE, "307"), 0)
