@@ -11,6 +11,7 @@ import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import pytest
@@ -56,12 +57,12 @@ def _redis_db() -> Iterator[int]:
     pytest.fail("all fifteen Redis test databases are held by other test runs on this machine", pytrace=False)
 
 
-@pytest.fixture
-def redis_url(_redis_db: int) -> Iterator[str]:
-    """A Redis database of its own for this test, emptied before and after."""
+@contextmanager
+def empty_redis_database(db: int) -> Iterator[str]:
+    """The URL of Redis database `db`, emptied before and after."""
     import redis
 
-    url = REDIS_URL.rsplit("/", 1)[0] + f"/{_redis_db}"
+    url = REDIS_URL.rsplit("/", 1)[0] + f"/{db}"
     client = redis.Redis.from_url(url, socket_connect_timeout=2)
     try:
         client.ping()
@@ -71,6 +72,13 @@ def redis_url(_redis_db: int) -> Iterator[str]:
     yield url
     client.flushdb()
     client.close()
+
+
+@pytest.fixture
+def redis_url(_redis_db: int) -> Iterator[str]:
+    """A Redis database of its own for this test, emptied before and after."""
+    with empty_redis_database(_redis_db) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -88,19 +96,26 @@ def postgres_server_url() -> str:
     return POSTGRES_URL
 
 
-@pytest.fixture
-def postgres_url(postgres_server_url: str) -> Iterator[str]:
-    """A fresh PostgreSQL database for this test, dropped afterwards, so runs never collide."""
+@contextmanager
+def fresh_postgres_database(server_url: str) -> Iterator[str]:
+    """The URL of a new PostgreSQL database on `server_url`'s server, dropped afterwards."""
     import sqlalchemy
 
     name = f"replaybank_test_{uuid.uuid4().hex[:12]}"
-    admin = sqlalchemy.create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
+    admin = sqlalchemy.create_engine(server_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    yield postgres_server_url.rsplit("/", 1)[0] + f"/{name}"
+    yield server_url.rsplit("/", 1)[0] + f"/{name}"
     with admin.connect() as connection:
         connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for this test, dropped afterwards, so runs never collide."""
+    with fresh_postgres_database(postgres_server_url) as url:
+        yield url
 
 
 def free_loopback_port() -> int:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ class Server:
     log_path: Path
     process: subprocess.Popen | None = field(default=None, repr=False)
 
-    def start(self) -> None:
+    def start(self, timeout: float = START_TIMEOUT_S) -> None:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [REPLAYBANK, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
@@ -40,7 +41,7 @@ class Server:
         )
         log.close()
         try:
-            wait_until_healthy(self.url, self.process, START_TIMEOUT_S)
+            wait_until_healthy(self.url, self.process, timeout)
         except ServiceNotReady as error:
             self.kill()
             raise RuntimeError(f"{error}:\n{self.log()}") from error
@@ -70,25 +71,45 @@ class Server:
         return {"Authorization": f"Bearer {self.admin_token}"}
 
 
-@contextmanager
-def running_server(root: Path, settings: Mapping[str, str] | None = None, data_dir: Path | None = None) -> Iterator[Server]:
-    """`replaybank serve` on a free loopback port with a fresh admin token, stopped on exit.
+def new_server(root: Path, settings: Mapping[str, str] | None = None, data_dir: Path | None = None, name: str = "service") -> Server:
+    """A `replaybank serve` not yet started, on a free loopback port, with a fresh admin token unless
+    `settings` name REPLAYBANK_ADMIN_TOKEN.
 
-    Data goes to `data_dir` (default `root`/service-data), the log to `root`/service.log. No REPLAYBANK_
+    Data goes to `data_dir` (default `root`/`name`-data), the log to `root`/`name`.log. No REPLAYBANK_
     variable leaks in from the environment, so it runs on SQLite and the embedded queue unless
     `settings` say otherwise.
     """
     port = free_loopback_port()
-    admin_token = "e2e-admin-" + os.urandom(8).hex()
-    data_dir = data_dir or root / "service-data"
-    env = {name: value for name, value in os.environ.items() if not name.startswith("REPLAYBANK_")}
-    env.update({"REPLAYBANK_DATA_DIR": str(data_dir), "REPLAYBANK_ADMIN_TOKEN": admin_token, **(settings or {})})
-    running = Server(f"http://127.0.0.1:{port}", admin_token, data_dir, port, env, root / "service.log")
+    data_dir = data_dir or root / f"{name}-data"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("REPLAYBANK_")}
+    env.update({"REPLAYBANK_DATA_DIR": str(data_dir), "REPLAYBANK_ADMIN_TOKEN": "e2e-admin-" + os.urandom(8).hex(), **(settings or {})})
+    return Server(f"http://127.0.0.1:{port}", env["REPLAYBANK_ADMIN_TOKEN"], data_dir, port, env, root / f"{name}.log")
+
+
+@contextmanager
+def running_server(root: Path, settings: Mapping[str, str] | None = None, data_dir: Path | None = None) -> Iterator[Server]:
+    """`new_server`, started, and stopped on exit."""
+    running = new_server(root, settings, data_dir)
     running.start()
     try:
         yield running
     finally:
         running.stop()
+
+
+@contextmanager
+def running_replicas(root: Path, count: int, settings: Mapping[str, str]) -> Iterator[list[Server]]:
+    """`count` servers on `settings` (one storage URL, catalog and Redis make them one deployment) with one
+    admin token, each on a data folder and log of its own (`replica-1`...), started at once, stopped on exit."""
+    shared = {"REPLAYBANK_ADMIN_TOKEN": "e2e-admin-" + os.urandom(8).hex(), **settings}
+    replicas = [new_server(root, shared, name=f"replica-{i}") for i in range(1, count + 1)]
+    try:
+        with ThreadPoolExecutor(count) as pool:  # `count` imports at once on a shared machine take a while
+            list(pool.map(lambda replica: replica.start(count * START_TIMEOUT_S), replicas))
+        yield replicas
+    finally:
+        for replica in replicas:
+            replica.stop()
 
 
 @pytest.fixture

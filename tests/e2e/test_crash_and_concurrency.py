@@ -65,27 +65,27 @@ def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
         yield running
 
 
-def upload(server: Server, body: bytes, key: str | None = None, timeout: float = 60) -> httpx.Response:
+def upload(server: Server, body: bytes, key: str | None = None, timeout: float = 60, dataset: str = "hopper") -> httpx.Response:
     headers = {**server.headers(), "Content-Type": ARROW, **({"Idempotency-Key": key} if key else {})}
-    return httpx.post(f"{server.url}/v1/datasets/hopper/transitions", content=body, headers=headers, timeout=timeout)
+    return httpx.post(f"{server.url}/v1/datasets/{dataset}/transitions", content=body, headers=headers, timeout=timeout)
 
 
-def check_every_version_intact(server: Server, allowed_sizes: set[int]) -> list[dict]:
+def check_every_version_intact(server: Server, allowed_sizes: set[int], dataset: str = "hopper") -> list[dict]:
     """Versions are 0..k without gaps; each is whole (one upload's rows) and every file reads back."""
     # follow_redirects: on object storage a file is a 307 to a presigned URL (httpx drops the token there)
     with httpx.Client(base_url=server.url, headers=server.headers(), timeout=60, follow_redirects=True) as client:
-        versions = sorted(client.get("/v1/datasets/hopper/versions", params={"limit": 1000}).json()["data"], key=lambda v: v["version"])
+        versions = sorted(client.get(f"/v1/datasets/{dataset}/versions", params={"limit": 1000}).json()["data"], key=lambda v: v["version"])
         assert [v["version"] for v in versions] == list(range(len(versions)))
         for previous, version in zip(versions, versions[1:]):
             assert version["added_rows"] in allowed_sizes
             assert version["rows"] == previous["rows"] + version["added_rows"]
-            manifest = client.get(f"/v1/datasets/hopper/versions/{version['version']}/files").json()
+            manifest = client.get(f"/v1/datasets/{dataset}/versions/{version['version']}/files").json()
             assert sum(entry["rows"] for entry in manifest["data"]) == version["rows"]
             newest = manifest["data"][-1]
-            content = client.get(f"/v1/datasets/hopper/versions/{version['version']}/files/{newest['path']}").content
+            content = client.get(f"/v1/datasets/{dataset}/versions/{version['version']}/files/{newest['path']}").content
             assert hashlib.sha256(content).hexdigest() == newest["sha256"]
             assert pq.read_table(pa.BufferReader(content)).num_rows == newest["rows"] == version["added_rows"]
-        latest = client.get("/v1/datasets/hopper/versions/latest/transitions").content
+        latest = client.get(f"/v1/datasets/{dataset}/versions/latest/transitions").content
         assert pa.ipc.open_stream(latest).read_all().num_rows == versions[-1]["rows"]
     return versions
 

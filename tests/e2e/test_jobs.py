@@ -105,24 +105,33 @@ def client(service, tmp_path: Path) -> Iterator[ReplaybankClient]:
         yield client
 
 
+def start_worker_process(
+    url: str, token: str, folder: Path, *extra: str, name: str = "w", pythonpath: Path | None = None
+) -> subprocess.Popen:
+    """A `replaybank worker` on one CPU thread, its log `folder`/worker-`name`.log (where `wait_for` looks)
+    and its cache `folder`/cache-`name`; `pythonpath` puts a folder first on its import path (to hide a
+    package from it)."""
+    log = open(folder / f"worker-{name}.log", "ab")
+    command = [
+        REPLAYBANK, "worker", "--service", url, "--token", token, "--device", "cpu", "--name", name,
+        "--wait", "1", "--checkpoint-seconds", "0.5", "--progress-every", "20", "--eval-episodes", "0",
+        "--threads", "1", "--cache-dir", str(folder / f"cache-{name}"), *extra,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    log.close()
+    return process
+
+
 @pytest.fixture
 def start_worker(service, client: ReplaybankClient, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
     secret = client.create_token("e2e-worker", ["worker"]).token
     started: list[subprocess.Popen] = []
 
     def start(*extra: str, name: str = "w", pythonpath: Path | None = None) -> subprocess.Popen:
-        """A worker; `pythonpath` puts a folder first on its import path (to hide a package from it)."""
-        log = open(tmp_path / f"worker-{name}.log", "ab")
-        command = [
-            REPLAYBANK, "worker", "--service", service.url, "--token", secret, "--device", "cpu", "--name", name,
-            "--wait", "1", "--checkpoint-seconds", "0.5", "--progress-every", "20", "--eval-episodes", "0",
-            "--threads", "1", "--cache-dir", str(tmp_path / f"cache-{name}"), *extra,
-        ]  # fmt: skip
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        if pythonpath is not None:
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        log.close()
+        process = start_worker_process(service.url, secret, tmp_path, *extra, name=name, pythonpath=pythonpath)
         started.append(process)
         return process
 
