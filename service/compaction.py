@@ -92,9 +92,15 @@ class Compaction:
 
     def compact(self, dataset_id: str) -> int:
         """Merge runs of small files of the latest Delta version in one commit of their own; returns the number
-        of files merged away. The merged files are written outside the lock (appends go on meanwhile); the
-        commit is serialised with appends and leaves every earlier Delta version, so every user version's
-        manifest, untouched."""
+        of files merged away. One replica of a deployment compacts a dataset at a time: while another does,
+        this returns 0 at once."""
+        with self.datasets.locks.try_hold(f"compaction:{dataset_id}") as held:
+            return self._compact(dataset_id) if held else 0
+
+    def _compact(self, dataset_id: str) -> int:
+        """The merged files are written outside the commit lock (appends go on meanwhile); the commit is
+        serialised with appends and leaves every earlier Delta version, so every user version's manifest,
+        untouched."""
         with self.datasets.lock(dataset_id):
             dataset = self.catalog.dataset_by_id(dataset_id)
             if dataset is None or not self.storage.exists(dataset_id):

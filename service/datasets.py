@@ -1,6 +1,7 @@
 """Datasets: creation and deletion, versions and tags, statistics, file manifests and snapshots.
 
-Appends to one dataset are serialised by `Datasets.lock` (held only for the commit) and every committed
+Appends to one dataset are serialised by `Datasets.lock` (held only for the commit, across every replica of a
+deployment on PostgreSQL) and every committed
 Delta version is written into the catalog by `record_version`. The append path lives in `service.ingest`,
 background compaction in `service.compaction`, and bringing the catalog up to the Delta log after a crash
 in `service.recovery`.
@@ -9,9 +10,9 @@ in `service.recovery`.
 from __future__ import annotations
 
 import re
-import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from typing import Any
 
@@ -38,6 +39,7 @@ from service import stats as statistics
 from service.catalog import Catalog, CatalogConflict, EpisodeState
 from service.catalog.tables import DatasetRow, FileRow, VersionRow
 from service.errors import ApiError, not_found
+from service.locks import Locks
 from service.pages import page
 from service.storage.artifacts import ArtifactStorage
 from service.storage.datasets import DataFile, DatasetStorage
@@ -80,17 +82,16 @@ def dataset_rows(dataset_id: str, request: DatasetCreate, created_at: datetime, 
 
 
 class Datasets:
-    def __init__(self, catalog: Catalog, storage: DatasetStorage, artifacts: ArtifactStorage) -> None:
+    def __init__(self, catalog: Catalog, storage: DatasetStorage, artifacts: ArtifactStorage, locks: Locks) -> None:
         self.catalog = catalog
         self.storage = storage
         self.artifacts = artifacts
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+        self.locks = locks
 
-    def lock(self, dataset_id: str) -> threading.Lock:
-        """The dataset's committer lock: appends, compaction commits, recovery and deletion hold it."""
-        with self._locks_guard:
-            return self._locks.setdefault(dataset_id, threading.Lock())
+    def lock(self, dataset_id: str) -> AbstractContextManager[None]:
+        """The dataset's committer lock: creation, appends, compaction commits, recovery, edits and deletion
+        hold it, in whichever replica they run."""
+        return self.locks.hold(f"dataset:{dataset_id}")
 
     # datasets
 
@@ -99,13 +100,16 @@ class Datasets:
             raise ApiError(409, "conflict", f"dataset {request.name!r} already exists", "name")
         dataset_id = uuid.uuid4().hex
         row, first = dataset_rows(dataset_id, request, datetime.now(timezone.utc), delta_version=0)
-        self.storage.create(dataset_id, transition_schema(spec_of(row)), {"version": 0, "dataset": request.model_dump_json()})
-        try:
-            self.catalog.add_dataset(row, first)
-        except CatalogConflict:
-            self.storage.move_to_trash(dataset_id)
-            self.storage.purge(dataset_id)
-            raise ApiError(409, "conflict", f"dataset {request.name!r} already exists", "name") from None
+        # Held from the table's creation to its catalog row, so a replica starting meanwhile does not adopt
+        # the table as one the catalog lost (`recovery.reconcile` takes the same lock).
+        with self.lock(dataset_id):
+            self.storage.create(dataset_id, transition_schema(spec_of(row)), {"version": 0, "dataset": request.model_dump_json()})
+            try:
+                self.catalog.add_dataset(row, first)
+            except CatalogConflict:
+                self.storage.move_to_trash(dataset_id)
+                self.storage.purge(dataset_id)
+                raise ApiError(409, "conflict", f"dataset {request.name!r} already exists", "name") from None
         return self.public(row)
 
     def get(self, name: str, field: str = "name") -> DatasetRow:

@@ -9,7 +9,7 @@ clears what interrupted uploads and deletes left behind.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from schemas.dataset import DatasetCreate
 from schemas.transition import summarize_episodes, transition_schema
@@ -67,27 +67,35 @@ def catch_up(datasets: Datasets, dataset_id: str) -> int:
     return recovered
 
 
-def reconcile(datasets: Datasets) -> None:
+def reconcile(datasets: Datasets, staged_grace: timedelta) -> None:
     """On start: finish interrupted deletes, adopt tables the catalog lacks, record commits it missed, clear
-    the trash, and remove dynamics models of datasets that no longer exist."""
+    the trash, and remove dynamics models of datasets that no longer exist.
+
+    Other replicas may be running meanwhile, so each dataset is looked at under its lock, and a data file
+    no version refers to is taken for an interrupted upload's only once it is `staged_grace` old: until its
+    commit, a live replica's upload looks just the same."""
     catalog, storage = datasets.catalog, datasets.storage
     known = {row.id for row in catalog.datasets()}
     for dataset_id in storage.table_ids():
-        if dataset_id not in known and storage.exists(dataset_id):
-            _adopt(datasets, dataset_id)
+        if dataset_id not in known:
+            with datasets.lock(dataset_id):  # not while a replica is creating it
+                if catalog.dataset_by_id(dataset_id) is None and storage.exists(dataset_id):
+                    _adopt(datasets, dataset_id)
     for row in catalog.datasets():
-        if not storage.exists(row.id):
-            if storage.in_trash(row.id):
-                catalog.remove_dataset(row.id)
-            else:
-                log.error("dataset %s: its Delta table %s is missing", row.name, storage.path(row.id))
-            continue
         with datasets.lock(row.id):
+            if not storage.exists(row.id):
+                if storage.in_trash(row.id):
+                    catalog.remove_dataset(row.id)
+                elif catalog.dataset_by_id(row.id) is not None:
+                    log.error("dataset %s: its Delta table %s is missing", row.name, storage.path(row.id))
+                continue
             catch_up(datasets, row.id)
-            removed = storage.remove_unreferenced(row.id)
+            removed = storage.remove_unreferenced(row.id, staged_grace)
         if removed:
             log.warning("dataset %s: removed %d staged file(s) an interrupted upload left behind", row.name, removed)
-    storage.empty_trash()
+    for dataset_id in storage.trash():
+        with datasets.lock(dataset_id):
+            storage.purge(dataset_id)
     live = {row.id for row in catalog.datasets()}
     for dataset_id in datasets.artifacts.dynamics_datasets() - live:
         # a delete that stopped between its catalog write and this folder

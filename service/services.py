@@ -6,6 +6,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 import anyio.to_thread
 from filelock import FileLock, Timeout
@@ -20,6 +21,7 @@ from service.ingest import Ingest
 from service.jobs.protocol import WorkerProtocol
 from service.jobs.roster import WorkerRoster
 from service.jobs.submission import Jobs
+from service.locks import Locks, open_locks
 from service.observability.gauges import CatalogGauges
 from service.observability.job_outcomes import JobOutcomes
 from service.observability.metrics import ServiceMetrics
@@ -58,6 +60,7 @@ class Services:
     roster: WorkerRoster
     metrics: ServiceMetrics
     sweeps: Sweeps
+    locks: Locks
     generated_admin_token: str | None = None
     """Set on the first start without REPLAYBANK_ADMIN_TOKEN; printed once, never stored in clear."""
 
@@ -96,32 +99,38 @@ def open_services(
     """Own the data directory (refusing a second service on it), open catalog and storage, reconcile, and
     build the job side on them, its leases on `clock` (the system's unless a test brings its own). The
     queue's connections are the caller's to close (`await queue.close()`). `metrics` (the app's; by
-    default a registry of their own) gain the catalog's gauges while open."""
+    default a registry of their own) gain the catalog's gauges while open.
+
+    Replicas of one deployment (the same catalog, storage and queue, each its own data directory) start one
+    at a time: making the tables, reconciling and making the configured tokens happen under one lock."""
     metrics = metrics or ServiceMetrics()
     lock = own_data_dir(settings)
     catalog = Catalog(settings.catalog_url)
+    locks = open_locks(catalog.engine)
     compaction: Compaction | None = None
     ingest: Ingest | None = None
     gauges: CatalogGauges | None = None
     try:
-        catalog.create_all()
-        JobOutcomes(metrics).attach(catalog)
-        roster = WorkerRoster(catalog, settings.workers_window_seconds)
-        gauges = CatalogGauges(catalog, roster)
-        metrics.watch(gauges)
         presign_seconds = settings.presign_seconds if settings.presigned_downloads else None
         store = open_store(settings.storage_url, settings.data_dir, settings.s3_options, presign_seconds)
         storage = DatasetStorage(store)
         artifacts = ArtifactStorage(store, settings.data_dir)
-        datasets = Datasets(catalog, storage, artifacts)
-        reconcile(datasets)
+        datasets = Datasets(catalog, storage, artifacts, locks)
+        tokens = Tokens(catalog)
+        with locks.hold("start-up"):
+            catalog.create_all()
+            staged_grace = timedelta(seconds=settings.staged_file_grace_seconds if locks.shared else 0)
+            reconcile(datasets, staged_grace)
+            configured = settings.admin_token.get_secret_value() if settings.admin_token else None
+            generated = tokens.ensure_admin(configured)
+            if settings.worker_token is not None:
+                tokens.ensure_configured(WORKER_TOKEN_NAME, settings.worker_token.get_secret_value(), ["worker"])
+        JobOutcomes(metrics).attach(catalog)
+        roster = WorkerRoster(catalog, settings.workers_window_seconds)
+        gauges = CatalogGauges(catalog, roster)
+        metrics.watch(gauges)
         compaction = Compaction(datasets, CompactionPolicy.from_settings(settings))
         ingest = Ingest(datasets, compaction, metrics)
-        tokens = Tokens(catalog)
-        configured = settings.admin_token.get_secret_value() if settings.admin_token else None
-        generated = tokens.ensure_admin(configured)
-        if settings.worker_token is not None:
-            tokens.ensure_configured(WORKER_TOKEN_NAME, settings.worker_token.get_secret_value(), ["worker"])
         if generated is not None:
             print(
                 f"replaybank: generated the admin token (shown only this once, stored hashed):\n  {generated}",
@@ -151,6 +160,7 @@ def open_services(
             sweeps=sweeps,
             roster=roster,
             metrics=metrics,
+            locks=locks,
             generated_admin_token=generated,
         )
     finally:
@@ -160,5 +170,6 @@ def open_services(
             compaction.close()
         if ingest is not None:
             ingest.close()
+        locks.close()
         catalog.close()
         lock.release()

@@ -51,6 +51,9 @@ from service.sweeps import Sweeps
 log = logging.getLogger("replaybank.jobs")
 
 
+LEASE_SWEEPER_LOCK = "lease-sweeper"
+
+
 class WorkerProtocol:
     def __init__(
         self,
@@ -112,13 +115,21 @@ class WorkerProtocol:
         await self.catalog.run(mark)
 
     async def sweep_silent_jobs(self) -> None:
-        """Runs while the service does: every half lease on the clock, `requeue_silent_jobs`."""
+        """Runs while the service does: every half lease on the clock, `requeue_silent_jobs`, unless another
+        replica of the deployment is sweeping at that moment (one sweeps at a time)."""
         while True:
             await self.clock.sleep(self.lease_seconds / 2)
             try:
-                await self.requeue_silent_jobs()
+                await self.sweep_once()
             except Exception:  # the catalog or the queue is away for now; the next sweep tries again
                 log.exception("could not sweep for jobs whose worker fell silent")
+
+    async def sweep_once(self) -> bool:
+        """`requeue_silent_jobs`, unless another replica is sweeping at this moment; whether this one swept."""
+        async with self.datasets.locks.try_hold_async(LEASE_SWEEPER_LOCK) as held:
+            if held:
+                await self.requeue_silent_jobs()
+        return held
 
     async def requeue_silent_jobs(self) -> None:
         """Running jobs not heard from for a whole lease: queued again for the next worker to claim, or

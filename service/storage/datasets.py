@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pyarrow as pa
@@ -187,17 +188,19 @@ class DatasetStorage:
                 found.append(Compaction(delta_version=int(entry["version"]), first_sources=json.loads(first_sources)))
         return sorted(found, key=lambda compaction: compaction.delta_version)
 
-    def remove_unreferenced(self, dataset_id: str) -> int:
-        """Delete staged files no version refers to (left by a crash before their commit). Only at start-up.
+    def remove_unreferenced(self, dataset_id: str, min_age: timedelta) -> int:
+        """Delete data files no version refers to that are at least `min_age` old: those a crash left before
+        their commit. Younger ones may belong to an upload another replica has staged and not yet committed.
 
         Only compactions remove files from the table, so every file some Delta version holds is in the
         latest version or in the version just before a compaction."""
         referenced = {file.path for file in self.files(dataset_id, self.latest_delta_version(dataset_id))}
         for compaction in self.compactions(dataset_id):
             referenced.update(file.path for file in self.files(dataset_id, compaction.delta_version - 1))
+        cutoff = datetime.now(timezone.utc) - min_age
         removed = 0
-        for name in self.store.children(self._key(dataset_id)):
-            if name.endswith(".parquet") and name not in referenced:
+        for name, modified in self.store.modified_times(self._key(dataset_id)).items():
+            if name.endswith(".parquet") and name not in referenced and modified <= cutoff:
                 self.store.delete(self._key(dataset_id, name))
                 removed += 1
         return removed
@@ -305,11 +308,11 @@ class DatasetStorage:
             self.store.delete(f"trash/{dataset_id}")
 
     def in_trash(self, dataset_id: str) -> bool:
-        return dataset_id in self.store.children("trash")
+        return dataset_id in self.trash()
 
-    def empty_trash(self) -> None:
-        for dataset_id in self.store.children("trash"):
-            self.purge(dataset_id)
+    def trash(self) -> list[str]:
+        """The datasets put in the trash and not yet purged."""
+        return self.store.children("trash")
 
 
 class StagingWriter:

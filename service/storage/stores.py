@@ -112,6 +112,15 @@ class Store(ABC):
         selector = pafs.FileSelector(self.fs_path(prefix), allow_not_found=True, recursive=False)
         return sorted(info.base_name for info in self.filesystem.get_file_info(selector))
 
+    def modified_times(self, prefix: str) -> dict[str, datetime]:
+        """When each file directly under `prefix` was last written, by name."""
+        selector = pafs.FileSelector(self.fs_path(prefix), allow_not_found=True, recursive=False)
+        return {
+            info.base_name: _aware(info.mtime)
+            for info in self.filesystem.get_file_info(selector)
+            if info.type == pafs.FileType.File and info.mtime is not None
+        }
+
     def files(self, prefix: str) -> list[str]:
         """The keys of every file under `prefix`, at any depth, sorted."""
         selector = pafs.FileSelector(self.fs_path(prefix), allow_not_found=True, recursive=True)
@@ -313,6 +322,10 @@ class S3Store(Store):
         info = self.filesystem.get_file_info(self.bucket)
         if info.type == pafs.FileType.NotFound:
             raise FileNotFoundError(f"bucket {self.bucket} does not exist")
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def open_store(storage_url: str | None, data_dir: Path, s3_options: dict[str, str], presign_seconds: int | None = None) -> Store:
