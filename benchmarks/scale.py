@@ -414,11 +414,14 @@ def report_commits(name: str, results: dict, args: argparse.Namespace, counts: l
 
 
 def report_rows(rows: dict[str, tuple[int, int]]) -> None:
-    commits = rows["dataset_versions"][0] - rows["datasets"][0]  # each dataset's version 0 is its creation
-    print(f"\ncatalog rows after the commits ({commits} commits of one episode and one file each, {rows['datasets'][0]} datasets)")
+    datasets = rows["datasets"][0]
+    commits = rows["dataset_versions"][0] - datasets
+    print(f"\ncatalog rows after the commits ({commits} commits of one episode and one file each, {datasets} datasets)")
+    print("  (creating a dataset adds its datasets row and version 0; compaction adds a file row per merged file)")
     for name, (count, size) in rows.items():
         if count:
-            print(f"  {name:<18} {count:>8} rows  {count / commits:>6.2f} per commit  {size / count:>8.0f} bytes/row (with indexes)")
+            made = count - datasets if name == "dataset_versions" else count
+            print(f"  {name:<18} {count:>8} rows  {made / commits:>6.2f} per commit  {size / count:>8.0f} bytes/row (with indexes)")
 
 
 def report_catalog(results: dict, repeats: int) -> None:
