@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,35 +63,38 @@ class Service:
 
 
 @contextmanager
-def running_service(data_dir: Path) -> Iterator[Service]:
-    """`replaybank serve` as a subprocess on a free loopback port, stopped on exit."""
+def running_service(data_dir: Path, settings: Mapping[str, str] | None = None) -> Iterator[Service]:
+    """`replaybank serve` as a subprocess on a free loopback port, stopped on exit.
+
+    It runs embedded (SQLite catalog; the local folder unless REPLAYBANK_STORAGE_URL is set) unless `settings`
+    (environment variables) say otherwise; replicas of one deployment pass one REPLAYBANK_ADMIN_TOKEN, since
+    they share the catalog's tokens.
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    token = secrets.token_urlsafe(24)
-    env = {
-        **os.environ,
-        "REPLAYBANK_DATA_DIR": str(data_dir),
-        "REPLAYBANK_ADMIN_TOKEN": token,
-        "REPLAYBANK_MAX_UPLOAD_BYTES": str(4 << 30),
-    }
+    env = {**os.environ, "REPLAYBANK_MAX_UPLOAD_BYTES": str(4 << 30)}
     env.pop("REPLAYBANK_DATABASE_URL", None)
     env.pop("REPLAYBANK_REDIS_URL", None)
+    env.update(settings or {})
+    token = (settings or {}).get("REPLAYBANK_ADMIN_TOKEN") or secrets.token_urlsafe(24)
+    env.update({"REPLAYBANK_DATA_DIR": str(data_dir), "REPLAYBANK_ADMIN_TOKEN": token})
     script = Path(sys.executable).with_name("replaybank")
-    process = subprocess.Popen(
-        [str(script), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    # A file, not a pipe: it logs a line per request, and a pipe nobody reads would block it once full.
+    log_path = data_dir.with_name(f"{data_dir.name}.log")
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [str(script), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         try:
             wait_until_healthy(url, process)
         except ServiceNotReady as error:
-            # Its stderr can be read whole only once it has exited (a hung service would block the read).
-            output = process.stderr.read().decode()[-2000:] if process.poll() is not None else ""
-            raise RuntimeError(f"{error}: {output}") from error
+            raise RuntimeError(f"{error}: {log_path.read_text(errors='replace')[-2000:]}") from error
         yield Service(url, token, data_dir, process.pid)
     finally:
         stop_child(process, timeout=20)
