@@ -10,7 +10,9 @@ in `service.recovery`.
 from __future__ import annotations
 
 import re
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
@@ -47,6 +49,8 @@ from service.storage.stores import StoredFile
 
 _SPEC = TypeAdapter(DatasetSpec)
 LATEST = "latest"
+MANIFESTS_KEPT = 256
+"""Version manifests a service keeps in memory (most recently used): a pull asks for one per file it downloads."""
 
 
 def spec_of(row: DatasetRow) -> DatasetSpec:
@@ -87,6 +91,9 @@ class Datasets:
         self.storage = storage
         self.artifacts = artifacts
         self.locks = locks
+        self._manifests: OrderedDict[tuple[str, int], list[FileEntry]] = OrderedDict()
+        """By (dataset id, Delta version): a Delta version never changes, so neither does its manifest, in any replica."""
+        self._manifests_guard = threading.Lock()
 
     def lock(self, dataset_id: str) -> AbstractContextManager[None]:
         """The dataset's committer lock: creation, appends, compaction commits, recovery, edits and deletion
@@ -337,8 +344,18 @@ class Datasets:
         return version, self._files(row, version)
 
     def _files(self, row: DatasetRow, version: VersionRow) -> list[FileEntry]:
+        key = (row.id, version.delta_version)
+        with self._manifests_guard:
+            if key in self._manifests:
+                self._manifests.move_to_end(key)
+                return list(self._manifests[key])
         ordered = self.ordered_files(row, version.delta_version, version.version)
-        return [FileEntry(path=file.path, size=file.size, sha256=file.sha256, rows=file.rows) for file in ordered]
+        entries = [FileEntry(path=file.path, size=file.size, sha256=file.sha256, rows=file.rows) for file in ordered]
+        with self._manifests_guard:
+            self._manifests[key] = entries
+            while len(self._manifests) > MANIFESTS_KEPT:
+                self._manifests.popitem(last=False)
+        return list(entries)
 
     def ordered_files(self, row: DatasetRow, delta_version: int, version_number: int) -> list[FileRow]:
         """The files of a Delta version in row order: by the version that first added their rows."""

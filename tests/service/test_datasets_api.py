@@ -286,6 +286,25 @@ def test_files_are_immutable_checksummed_and_served_with_ranges(hopper: TestClie
     assert hopper.get("/v1/datasets/hopper/versions/1/files/..%2Fcatalog.sqlite", headers=ADMIN).status_code == 404
 
 
+def test_a_pull_reads_a_versions_file_list_from_the_delta_log_once(hopper: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pull asks for the manifest and then each file, and each file is looked up in the manifest: a
+    version never changes, so the service reads its Delta log once, not once per file."""
+    for episode in range(3):
+        append(hopper, rows(episodes=1, length=5, first_episode=episode, seed=episode))
+    hopper.app.state.services.compaction._work.submit(lambda: None).result(timeout=30)  # its check after the last append reads the log too
+    storage = hopper.app.state.services.datasets.storage
+    reads: list[int] = []
+    read_files = storage.files
+    monkeypatch.setattr(storage, "files", lambda dataset_id, delta_version: reads.append(delta_version) or read_files(dataset_id, delta_version))
+    manifest = hopper.get("/v1/datasets/hopper/versions/3/files", headers=ADMIN).json()["data"]
+    for entry in manifest:
+        answer = hopper.get(f"/v1/datasets/hopper/versions/3/files/{entry['path']}", headers=ADMIN)
+        assert hashlib.sha256(answer.content).hexdigest() == entry["sha256"]
+    assert len(manifest) == 3 and len(reads) == 1
+    assert hopper.get("/v1/datasets/hopper/versions/2/files", headers=ADMIN).json()["count"] == 2
+    assert len(reads) == 2
+
+
 @pytest.mark.parametrize("accept", ["application/vnd.apache.arrow.stream", "application/vnd.apache.parquet"])
 @STORAGE_BACKENDS
 def test_a_whole_version_comes_back_in_the_dataset_schema(hopper: TestClient, accept: str) -> None:
