@@ -15,7 +15,8 @@ from service.catalog.tables import FileRow
 from service.datasets import Datasets, spec_of
 from service.recovery import catch_up
 from service.settings import Settings
-from service.storage.datasets import DataFile, StagedFile
+from service.storage.datasets import DataFile
+from service.storage.staging import StagedFile
 
 log = logging.getLogger("replaybank.compaction")
 

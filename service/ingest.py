@@ -14,8 +14,9 @@ import asyncio
 import hashlib
 import logging
 import uuid
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -37,7 +38,8 @@ from service.datasets import Datasets, spec_of
 from service.errors import ApiError, not_found
 from service.observability.metrics import ServiceMetrics
 from service.recovery import catch_up
-from service.storage.datasets import DataFile, StagedFile
+from service.storage.datasets import DataFile
+from service.storage.staging import StagedFile
 
 log = logging.getLogger("replaybank.ingest")
 
@@ -165,8 +167,7 @@ class Ingest:
         batch_id = uuid.uuid4().hex
         writer = self.storage.staging_writer(row.id)
         try:
-            moments: statistics.UploadMoments | None = None
-            lanes: fingerprints.EpisodeLanes | None = None
+            measures = _PartMeasures(self._side_work, spec)
             episode_columns: list[pa.Table] = []
             offset = 0
             for table in parts:
@@ -176,16 +177,13 @@ class Ingest:
                     part = conform_rows(table, spec, batch_id)
                 except TransitionError as error:
                     raise ApiError(422, "invalid_rows", error.shifted(offset).message, error.field) from None
-                measuring = self._side_work.submit(statistics.measure, part, spec)
-                fingerprinting = self._side_work.submit(fingerprints.measure, part)
+                measures.add(part)
                 writer.write(part)
                 episode_columns.append(part.select(["episode_id", "step", "reward", "terminal", "truncated"]))
-                part_moments, part_lanes = measuring.result(), fingerprinting.result()
-                moments = part_moments if moments is None else moments.merge(part_moments)
-                lanes = part_lanes if lanes is None else lanes.merge(part_lanes)
                 offset += part.num_rows
-            if moments is None or lanes is None:
+            if not episode_columns:
                 raise ApiError(422, "invalid_rows", "the upload has no rows", "rows")
+            moments, lanes = measures.result()
             try:
                 episodes = summarize_episodes(pa.concat_tables(episode_columns))
             except TransitionError as error:
@@ -269,6 +267,37 @@ class Ingest:
             replayed=True,
             duplicate_episodes=earlier.stats.get("duplicate_episodes", 0),
         )
+
+
+class _PartMeasures:
+    """The statistics and fingerprints of an upload's parts, measured on the side threads while the next
+    parts arrive; only the last MEASURES_AHEAD parts may still be waiting (each holds its rows)."""
+
+    MEASURES_AHEAD = 4
+
+    def __init__(self, side_work: ThreadPoolExecutor, spec: DatasetSpec) -> None:
+        self._side_work = side_work
+        self._spec = spec
+        self._waiting: deque[tuple[Future[statistics.UploadMoments], Future[fingerprints.EpisodeLanes]]] = deque()
+        self._moments: statistics.UploadMoments | None = None
+        self._lanes: fingerprints.EpisodeLanes | None = None
+
+    def add(self, part: pa.Table) -> None:
+        self._waiting.append((self._side_work.submit(statistics.measure, part, self._spec), self._side_work.submit(fingerprints.measure, part)))
+        while self._waiting and (len(self._waiting) > self.MEASURES_AHEAD or all(future.done() for future in self._waiting[0])):
+            self._take_oldest()
+
+    def _take_oldest(self) -> None:
+        measuring, fingerprinting = self._waiting.popleft()
+        moments, lanes = measuring.result(), fingerprinting.result()
+        self._moments = moments if self._moments is None else self._moments.merge(moments)
+        self._lanes = lanes if self._lanes is None else self._lanes.merge(lanes)
+
+    def result(self) -> tuple[statistics.UploadMoments, fingerprints.EpisodeLanes]:
+        while self._waiting:
+            self._take_oldest()
+        assert self._moments is not None and self._lanes is not None, "no part was added"
+        return self._moments, self._lanes
 
 
 class _CountedBody:

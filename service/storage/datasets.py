@@ -13,12 +13,12 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as pads
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties
 from deltalake.transaction import AddAction, RemoveAction
 
-from service.storage.stores import Store, StoredFile, StoredFileWriter
+from service.storage.staging import StagedFile, StagingWriter
+from service.storage.stores import Store, StoredFile
 
 METADATA_PREFIX = "replaybank."
 TABLE_CONFIGURATION = {
@@ -28,8 +28,6 @@ TABLE_CONFIGURATION = {
     "delta.deletedFileRetentionDuration": "interval 36500 days",
 }
 BATCH_ROWS = 65_536
-ROW_GROUP_ROWS = 1 << 18
-STATS_COLUMNS = ("episode_id", "step", "reward")
 COMPACTION_KEY = "compaction"
 """Custom metadata of a compaction commit (no `version` key): merged file -> the first file it replaced."""
 KEEP_LOG = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
@@ -43,16 +41,6 @@ class DataFile:
     """Relative to the table's folder, as the Delta log names it."""
     size: int
     rows: int
-
-
-@dataclass(frozen=True)
-class StagedFile:
-    path: str
-    size: int
-    sha256: str
-    rows: int
-    stats: str
-    """Delta add-action statistics (JSON): row count, and min/max of the scalar columns."""
 
 
 @dataclass(frozen=True)
@@ -313,97 +301,6 @@ class DatasetStorage:
     def trash(self) -> list[str]:
         """The datasets put in the trash and not yet purged."""
         return self.store.children("trash")
-
-
-class StagingWriter:
-    """Writes one data file from parts, hashing the bytes as they go out.
-
-    Parts are gathered into row groups of about ROW_GROUP_ROWS rows. Float vectors rarely repeat, so only
-    the string columns are dictionary-encoded, and statistics are kept only for the scalar columns.
-    """
-
-    def __init__(self, raw: StoredFileWriter, relative: str) -> None:
-        self.relative = relative
-        self._raw = raw
-        self._sink = _HashingFile(self._raw)
-        self._writer: pq.ParquetWriter | None = None
-        self._pending: list[pa.Table] = []
-        self._pending_rows = 0
-        self._rows = 0
-        self._bounds: dict[str, tuple[Any, Any]] = {}
-
-    def write(self, part: pa.Table) -> None:
-        self._pending.append(part)
-        self._pending_rows += part.num_rows
-        self._rows += part.num_rows
-        for name in STATS_COLUMNS:
-            bounds = pc.min_max(part.column(name))
-            low, high = bounds["min"].as_py(), bounds["max"].as_py()
-            if name in self._bounds:
-                low, high = min(low, self._bounds[name][0]), max(high, self._bounds[name][1])
-            self._bounds[name] = (low, high)
-        if self._pending_rows >= ROW_GROUP_ROWS:
-            self._flush()
-
-    def _flush(self) -> None:
-        if not self._pending:
-            return
-        table = pa.concat_tables(self._pending)
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(
-                pa.PythonFile(self._sink, mode="w"),
-                table.schema,
-                use_dictionary=["source", "batch_id"],
-                write_statistics=list(STATS_COLUMNS) + ["terminal", "truncated"],
-                compression="snappy",
-            )
-        self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
-        self._pending, self._pending_rows = [], 0
-
-    def close(self) -> StagedFile:
-        self._flush()
-        if self._writer is not None:
-            self._writer.close()
-        self._raw.close()
-        stats = {
-            "numRecords": self._rows,
-            "minValues": {name: bounds[0] for name, bounds in self._bounds.items()},
-            "maxValues": {name: bounds[1] for name, bounds in self._bounds.items()},
-            "nullCount": {name: 0 for name in self._bounds},
-        }
-        return StagedFile(path=self.relative, size=self._sink.size, sha256=self._sink.digest.hexdigest(), rows=self._rows, stats=json.dumps(stats))
-
-    def abort(self) -> None:
-        """Drop the file (a failed or refused upload)."""
-        try:
-            if self._writer is not None:
-                self._writer.close()
-        except Exception:  # the file is deleted anyway; a half-written footer does not matter
-            pass
-        self._raw.abort()
-
-
-class _HashingFile:
-    """A write-only file that hashes and counts what passes through it to the real file."""
-
-    def __init__(self, raw: Any) -> None:
-        self.raw = raw
-        self.digest = hashlib.sha256()
-        self.size = 0
-        self.closed = False
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data)
-        self.digest.update(view)
-        self.raw.write(view)
-        self.size += view.nbytes
-        return view.nbytes
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed = True
 
 
 def _prefixed(metadata: dict[str, Any]) -> dict[str, str]:

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from service.storage.datasets import StagingWriter
+from service.storage.staging import StagingWriter
 from service.storage.stores import LocalStore
 from workers.client.pull.parquet_lists import read_fixed_size_lists
 
