@@ -62,7 +62,8 @@ class HoldingProxy:
 
     def _requests(self, client: socket.socket, upstream: socket.socket, sent: list[int]) -> None:
         while data := self._receive(client):
-            upstream.sendall(data)
+            if not self._send(upstream, data):
+                return
             sent[0] += len(data)
             if self.hold == "body" and sent[0] >= LARGE_REQUEST:
                 self.holding.set()
@@ -75,7 +76,17 @@ class HoldingProxy:
                 self.holding.set()
                 self.closed.wait()
                 return
-            client.sendall(data)
+            if not self._send(client, data):
+                return
+
+    @staticmethod
+    def _send(connection: socket.socket, data: bytes) -> bool:
+        """Pass bytes on; False once `close` cut the connection."""
+        try:
+            connection.sendall(data)
+        except OSError:
+            return False
+        return True
 
     @staticmethod
     def _receive(connection: socket.socket) -> bytes:
