@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas.jobs import FINISHED_STATUSES
+from schemas.jobs import FINISHED_STATUSES, JobPublic
 from tests.e2e.conftest import running_server
 from tests.e2e.test_jobs import REPLAYBANK, SPEC, pendulum_rows
 from workers.client import ReplaybankClient
@@ -24,8 +24,11 @@ pytestmark = pytest.mark.slow
 
 WORKERS = 4
 LEASE_SECONDS = 10
-RUN_SECONDS = 90
-"""How long the workers train before they are stopped (SIGTERM: checkpoint and give the job back)."""
+LEASES_HELD = 3
+"""The workers train at least this many lease periods, and until every one of them has finished a job
+(training, export and evaluation); then they are stopped (SIGTERM: checkpoint and give the job back)."""
+RUN_SECONDS = 150
+"""At most this long: a worker that has finished nothing by then fails the test."""
 
 
 def test_four_workers_on_two_cores_lose_no_lease(tmp_path: Path) -> None:
@@ -51,8 +54,11 @@ def test_four_workers_on_two_cores_lose_no_lease(tmp_path: Path) -> None:
                                          env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
                     )
             try:
-                deadline = time.monotonic() + RUN_SECONDS
-                while time.monotonic() < deadline and any(worker.poll() is None for worker in workers):
+                started = time.monotonic()
+                while time.monotonic() < started + RUN_SECONDS and any(worker.poll() is None for worker in workers):
+                    held = time.monotonic() >= started + LEASES_HELD * LEASE_SECONDS
+                    if held and len(finishing_workers(client, jobs)) == WORKERS:
+                        break
                     time.sleep(1.0)
             finally:
                 for worker in workers:
@@ -69,3 +75,8 @@ def test_four_workers_on_two_cores_lose_no_lease(tmp_path: Path) -> None:
     assert len({job.worker for job in finished}) == WORKERS, "every worker finished a job (export and evaluation too)"
     assert {job.metrics["threads"] for job in finished} == {1.0}, "two cores shared by four workers: one thread each"
     assert text.count("trains on 1 thread(s)") >= len(finished)
+
+
+def finishing_workers(client: ReplaybankClient, jobs: list[JobPublic]) -> set[str]:
+    """The workers that have finished a job so far."""
+    return {job.worker for job in (client.get_job(job.id) for job in jobs) if job.status in FINISHED_STATUSES and job.worker}
