@@ -134,18 +134,21 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def best_of_rounds(rounds: int, runs: list[Callable[[], None]]) -> list[float]:
-    """Each run's fastest time in seconds over a few rounds of all of them in turn.
-
-    The machine is shared: the minimum is the least disturbed, and taking turns spreads disturbances.
-    """
+def timed_rounds(rounds: int, runs: list[Callable[[], None]]) -> list[list[float]]:
+    """Each run's seconds in every round. The runs take turns, so a busy spell on the shared machine hits them alike."""
     timings: list[list[float]] = [[] for _ in runs]
     for _ in range(rounds):
         for run, times in zip(runs, timings):
             start = time.perf_counter()
             run()
             times.append(time.perf_counter() - start)
-    return [min(times) for times in timings]
+    return timings
+
+
+def best_of_rounds(rounds: int, runs: list[Callable[[], None]]) -> list[float]:
+    """Each run's fastest time in seconds over a few rounds of all of them in turn (`timed_rounds`): the
+    machine is shared, and the minimum is the least disturbed."""
+    return [min(times) for times in timed_rounds(rounds, runs)]
 
 
 def verdict(ratio: float, target: float, higher_is_better: bool = True) -> str:

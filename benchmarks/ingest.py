@@ -20,27 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from _common import EPISODE_LENGTH, HOPPER, hopper_rows, object_store, running_service, verdict
+from _common import EPISODE_LENGTH, HOPPER, hopper_rows, object_store, running_service, timed_rounds, verdict
 
 from service.storage.stores import S3Store
 from workers.client import CONTENT_TYPES, ReplaybankClient
-
-
-def timed_rounds(rounds: int, runs: list[Callable[[], None]]) -> list[list[float]]:
-    """Each run's seconds in every round; the runs take turns, so a busy spell on the shared machine hits them alike."""
-    timings: list[list[float]] = [[] for _ in runs]
-    for _ in range(rounds):
-        for run, times in zip(runs, timings):
-            start = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - start)
-    return timings
 
 
 def main() -> None:
