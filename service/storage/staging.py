@@ -73,14 +73,17 @@ class StagingWriter:
             self._hand_over()
 
     def _hand_over(self) -> None:
-        """Give the pending parts to the encoding thread as one row group, first waiting while too many are queued."""
+        """Give the pending parts to the encoding thread as a row group, or as several of ROW_GROUP_ROWS rows
+        when they hold twice that or more (a whole upload staged at once); first wait while too many are queued."""
         if not self._pending:
             return
-        while len(self._encoding) >= GROUPS_AHEAD or (self._encoding and self._encoding[0].done()):
-            self._encoding.popleft().result()
-        group = pa.concat_tables(self._pending)
+        pending = pa.concat_tables(self._pending)
         self._pending, self._pending_rows = [], 0
-        self._encoding.append(self._encoder.submit(self._encode, group))
+        size = pending.num_rows if pending.num_rows < 2 * ROW_GROUP_ROWS else ROW_GROUP_ROWS
+        for start in range(0, pending.num_rows, size):
+            while len(self._encoding) >= GROUPS_AHEAD or (self._encoding and self._encoding[0].done()):
+                self._encoding.popleft().result()
+            self._encoding.append(self._encoder.submit(self._encode, pending.slice(start, size)))
 
     def _encode(self, group: pa.Table) -> None:
         if self._writer is None:

@@ -50,6 +50,16 @@ def test_parts_become_row_groups_of_one_file_in_order_with_its_checksum_and_stat
     assert stats["maxValues"] == {"episode_id": 10, "step": 99, "reward": 514.5}
 
 
+def test_a_whole_upload_written_at_once_is_cut_into_row_groups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(staging, "ROW_GROUP_ROWS", 250)
+    writer = StagingWriter(LocalStore(tmp_path).writer("part.parquet"), "part.parquet")
+    writer.write(part(0, 1_100))
+    assert writer.close().rows == 1_100
+    metadata = pq.ParquetFile(tmp_path / "part.parquet").metadata
+    assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [250, 250, 250, 250, 100]
+    assert pq.read_table(tmp_path / "part.parquet").equals(part(0, 1_100))
+
+
 def test_an_encoding_failure_surfaces_and_abort_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(staging, "ROW_GROUP_ROWS", 100)
     writer = StagingWriter(LocalStore(tmp_path).writer("part.parquet"), "part.parquet")
