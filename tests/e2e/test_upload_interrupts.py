@@ -99,6 +99,11 @@ class HoldingProxy:
         self.closed.set()
         self._listener.close()
         for connection in self._sockets:
+            # shutdown, not only close: another thread may be blocked reading it, which keeps the socket open
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             connection.close()
 
 
@@ -145,6 +150,10 @@ def interrupt(process: subprocess.Popen[str]) -> tuple[int, str]:
     return process.returncode, rest
 
 
+def data_files(server: Server) -> set[Path]:
+    return set((server.data_dir / "datasets").glob("*/*.parquet"))
+
+
 def versions_after_settling(server: Server, dataset: str, expected: int) -> int:
     """The dataset's latest version once it reaches `expected`, or what it holds after SETTLE_S."""
     deadline = time.monotonic() + SETTLE_S
@@ -183,6 +192,7 @@ def test_an_interrupt_after_the_whole_body_was_sent_says_a_rerun_is_safe(server:
 
 def test_an_interrupt_before_the_whole_body_was_sent_says_nothing_was_added(server: Server, tmp_path: Path) -> None:
     path = large_file(tmp_path / "large.npz")
+    files_before = data_files(server)
     proxy = HoldingProxy(server.port, hold="body")
     try:
         process = start_upload(f"http://127.0.0.1:{proxy.port}", server.admin_token, "partial", path)
@@ -197,3 +207,9 @@ def test_an_interrupt_before_the_whole_body_was_sent_says_nothing_was_added(serv
     assert "Aborted!" not in said and "Traceback" not in said
     with ReplaybankClient(server.url, server.admin_token) as client:
         assert client.get_dataset("partial").rows == 0
+    # The service saw the hang-up as such: one line, and the upload's staged file gone with it.
+    deadline = time.monotonic() + SETTLE_S
+    while "dataset partial: the client disconnected after" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "dataset partial: the client disconnected after" in server.log(), server.log()
+    assert data_files(server) == files_before, "a staged file was left behind"
