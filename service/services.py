@@ -119,7 +119,9 @@ def open_services(
         tokens = Tokens(catalog)
         with locks.hold("start-up"):
             catalog.create_all()
-            staged_grace = timedelta(seconds=settings.staged_file_grace_seconds if locks.shared else 0)
+            # On object storage, even a service with a catalog of its own may not be the only writer (a second
+            # one pointed at the same prefix by mistake): a young file no version refers to may be its upload.
+            staged_grace = timedelta(seconds=settings.staged_file_grace_seconds if locks.shared or store.shared else 0)
             reconcile(datasets, staged_grace)
             configured = settings.admin_token.get_secret_value() if settings.admin_token else None
             generated = tokens.ensure_admin(configured)

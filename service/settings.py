@@ -58,8 +58,8 @@ class Settings(BaseSettings):
     compaction_small_file_bytes: int = Field(default=8 << 20, ge=1024, le=1 << 34)
     """Files under this size are merged, in runs of about this size; larger ones are never rewritten."""
     staged_file_grace_seconds: float = Field(default=3600.0, ge=0, le=30 * 86_400)
-    """With replicas (a PostgreSQL catalog), a starting replica removes a data file no version refers to only
-    once it is this old; a younger one may be another replica's upload waiting for its commit."""
+    """With replicas (a PostgreSQL catalog) or object storage, a starting service removes a data file no version
+    refers to only once it is this old; a younger one may be another replica's upload waiting for its commit."""
     workers_window_seconds: float = Field(default=300.0, gt=0, le=30 * 86_400)
     """`GET /v1/workers` lists the workers that claimed (a long-poll finding no job counts) or heartbeated this recently."""
     log_format: Literal["json", "text"] = "json"

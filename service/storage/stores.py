@@ -61,6 +61,9 @@ class Store(ABC):
     """The root, for messages and the start-up banner."""
     renames: bool
     """Whether a folder can be moved at once (only the local folder can)."""
+    shared: bool
+    """Whether other processes may write here at the same time: object storage can be reached from any
+    machine, while a local data folder is locked to one service."""
 
     @abstractmethod
     def fs_path(self, key: str) -> str:
@@ -153,6 +156,7 @@ class Store(ABC):
 
 class LocalStore(Store):
     renames = True
+    shared = False
     storage_options = None
 
     def __init__(self, root: Path) -> None:
@@ -227,6 +231,7 @@ class S3Store(Store):
     """A bucket and prefix of S3-compatible object storage; credentials and endpoint from the AWS_* settings."""
 
     renames = False
+    shared = True
 
     def move_tree(self, source: str, target: str) -> None:
         # S3 has no rename: a copy of every object would be neither atomic nor quick, so callers that see

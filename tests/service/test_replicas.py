@@ -138,7 +138,7 @@ def test_concurrent_appends_through_two_replicas_make_one_linear_history(make_cl
     assert history(second)[0][0] == writers
 
 
-@ON_POSTGRES_AND_S3
+@pytest.mark.parametrize(("database_url", "storage"), [("postgresql", "s3"), ("sqlite", "s3")], indirect=True)
 def test_a_starting_replica_leaves_another_replicas_staged_upload_alone(make_client: MakeClient, tmp_path: Path) -> None:
     first = make_client(data_dir=tmp_path / "first")
     assert first.post("/v1/datasets", json=HOPPER, headers=ADMIN).status_code == 201
