@@ -26,7 +26,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from _common import EPISODE_LENGTH, HOPPER, hopper_rows, object_store, running_service, timed_rounds, verdict
 
-from service.storage.stores import S3Store
+from service.storage.stores import open_store
 from workers.client import CONTENT_TYPES, ReplaybankClient
 
 
@@ -55,21 +55,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="replaybank-bench-") as folder, ExitStack() as stack:
         root = Path(folder)
         settings: dict[str, str] = {}
-        store: S3Store | None = None
+        storage_url, store_env = None, {}
         if args.seaweedfs or args.storage_url:
             storage_url, store_env, _ = stack.enter_context(object_store(root / "seaweedfs", args.storage_url))
             settings = {**store_env, "REPLAYBANK_STORAGE_URL": storage_url}
-            store = S3Store(storage_url, store_env)
+        # Where the baseline writes: the same bucket as the service, or a folder beside its data folder.
+        store = open_store(storage_url, root / "baseline", store_env)
         service = stack.enter_context(running_service(root / "service", settings))
         client = stack.enter_context(ReplaybankClient(service.url, service.token))
         client.create_dataset("hopper", HOPPER)
         json_size = 0
 
         def write_table() -> None:
-            if store is not None:
-                pq.write_table(baseline, store.fs_path("baseline.parquet"), filesystem=store.filesystem)
-            else:
-                pq.write_table(baseline, root / "baseline.parquet")
+            pq.write_table(baseline, store.fs_path("baseline.parquet"), filesystem=store.filesystem)
 
         def arrow_upload() -> None:
             assert client.upload("hopper", next(arrow_tables)).rows == args.rows
@@ -82,7 +80,7 @@ def main() -> None:
 
         # The first Arrow upload is the service's first request after creating the dataset.
         arrow_times, write_times, json_times = timed_rounds(args.rounds, [arrow_upload, write_table, json_upload])
-        location = store.location if store is not None else "the local data folder"
+        location = storage_url or "the local data folder"
 
     write_rate = args.rows / min(write_times)
     first_rate, best_rate = args.rows / arrow_times[0], args.rows / min(arrow_times)
