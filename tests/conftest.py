@@ -24,7 +24,8 @@ POSTGRES_URL = os.environ.get("REPLAYBANK_TEST_POSTGRES_URL", "postgresql+psycop
 
 
 def service_unavailable(message: str) -> None:
-    """A machine without Redis, PostgreSQL or docker-compose skips only the tests that need them, saying why.
+    """A machine without Redis, PostgreSQL, docker-compose, nginx, chromium or SeaweedFS's `weed` skips only
+    the tests that need them, saying why.
 
     A user running `make test` on a laptop should not need those servers for the rest of the suite; CI sets
     REPLAYBANK_REQUIRE_SERVICES=1 so the same situation fails there instead of passing unchecked.
